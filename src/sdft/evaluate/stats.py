@@ -1,0 +1,106 @@
+"""Confidence intervals for evaluation numbers.
+
+Built-in probe sets are small (tens to a few hundred items), so a bare accuracy or refusal rate
+hides how much it would move on a different sample. Every reported number therefore carries an
+interval: Wilson for proportions (well behaved near 0 and 1, unlike the normal approximation)
+and a percentile bootstrap for means of per-item scores (ROUGE, cosine, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+
+Z_95 = 1.959964  # two-sided 95% normal quantile
+
+# Resamples are drawn in blocks so memory stays bounded for long score lists.
+_BOOTSTRAP_BLOCK_ELEMENTS = 4_000_000
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion `successes / n`.
+
+    With no observations nothing is known, so n=0 gives the whole range (0.0, 1.0).
+    """
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = (z / denom) * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n))
+    # Clamp away float noise at the edges (e.g. 0/n must give exactly 0.0 as the lower end).
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
+
+
+def bootstrap_mean_interval(
+    values: Iterable[float],
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval for the mean of `values`; the same seed gives the same interval."""
+    x = np.asarray(list(values), dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("bootstrap_mean_interval needs at least one value")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("bootstrap_mean_interval got a NaN or infinite value")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if x.size == 1 or np.all(x == x[0]):
+        v = float(x[0])  # every resample has this mean
+        return v, v
+
+    rng = np.random.default_rng(seed)
+    n = x.size
+    means = np.empty(n_resamples, dtype=np.float64)
+    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
+    for start in range(0, n_resamples, block):
+        stop = min(start + block, n_resamples)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = x[idx].mean(axis=1)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
+    return float(low), float(high)
+
+
+@dataclass
+class Metric:
+    """One reported number with its sample size and confidence interval."""
+
+    name: str
+    value: float
+    n: int
+    low: float
+    high: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.value:.4g} [{self.low:.4g}, {self.high:.4g}] (n={self.n})"
+
+
+def proportion_metric(name: str, successes: int, n: int) -> Metric:
+    """A rate (refusal rate, accuracy, pass@1) with a 95% Wilson interval; n=0 reports value 0.0."""
+    low, high = wilson_interval(successes, n)
+    value = successes / n if n else 0.0
+    return Metric(name=name, value=value, n=n, low=low, high=high)
+
+
+def mean_metric(name: str, values: Iterable[float]) -> Metric:
+    """The mean of per-item scores with a 95% percentile-bootstrap interval (seed 0)."""
+    x = [float(v) for v in values]
+    if not x:
+        raise ValueError(f"mean_metric({name!r}) needs at least one value")
+    low, high = bootstrap_mean_interval(x)
+    return Metric(name=name, value=float(np.mean(x)), n=len(x), low=low, high=high)
