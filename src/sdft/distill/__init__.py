@@ -1,0 +1,1 @@
+"""Distillation: the seed model rewrites references; checks decide what is kept."""

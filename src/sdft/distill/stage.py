@@ -1,0 +1,127 @@
+"""The distillation stage: the seed model rewrites every reference response, the rewrite is checked,
+and each row keeps either the rewrite or the original, with its provenance.
+
+Replies are written batch by batch into `<out>.parts/` (see sdft.resume), so a killed run resumes
+where it stopped; the final JSONL appears only when every batch is done (written aside, renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sdft.data.example import Example
+from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
+from sdft.distill.verify import check
+from sdft.generation import GenerationConfig, tokenize_prompts
+from sdft.io import atomic_write, write_json
+from sdft.resume import StaleStateError, finish, generate_resumable
+
+
+@dataclass
+class DistillConfig:
+    template: str | None = None  # built-in name or file; None: the task's default
+    batch_size: int = 32
+    max_new_tokens: int = 512
+    max_batch_tokens: int = 32768
+
+
+def summary_path(out: Path) -> Path:
+    return out.with_name(out.name + ".summary.json")
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def build_rows(examples: list[Example], replies: list[str | None], task: str, template: DistillTemplate,
+               too_long: set[int]) -> list[dict]:
+    rows = []
+    for i, (ex, reply) in enumerate(zip(examples, replies)):
+        reason = "too_long" if i in too_long else check(task, reply or "", ex.response)
+        row = {
+            "id": ex.id,
+            "row": ex.row,
+            "prompt": ex.prompt,
+            "instruction": ex.instruction,
+            "input": ex.input,
+            "original": ex.response,
+            "distilled": reply,
+            "response": ex.response if reason else reply,
+            "accepted": reason is None,
+            "reject_reason": reason,
+            "template": template.name,
+        }
+        if ex.system:
+            row["system"] = ex.system
+        if ex.history:
+            row["history"] = ex.history
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict], task: str) -> dict:
+    reasons = Counter(r["reject_reason"] for r in rows if r["reject_reason"])
+    accepted = sum(r["accepted"] for r in rows)
+    return {
+        "task": task,
+        "rows": len(rows),
+        "accepted": accepted,
+        "accepted_pct": round(100.0 * accepted / max(len(rows), 1), 2),
+        "reject_reasons": dict(reasons.most_common()),
+    }
+
+
+def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
+                examples: list[Example]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([model_name, task, asdict(template), asdict(cfg)], sort_keys=True).encode())
+    for p, ex in zip(prompts, examples):
+        h.update(p.encode())
+        h.update(ex.response.encode())
+    return h.hexdigest()
+
+
+def distill(model, tokenizer, model_name: str, examples: list[Example], task: str, out: str | Path,
+            cfg: DistillConfig, force: bool = False, max_context: int | None = None,
+            progress: bool = True) -> dict:
+    """Run (or resume) distillation into `out` (JSONL); returns the summary."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    out = Path(out)
+    template = get_template(cfg.template, task)
+    prompts = [render_distill_prompt(tokenizer, template, ex) for ex in examples]
+    key = fingerprint(model_name, task, template, cfg, prompts, examples)
+    summary_file = summary_path(out)
+    if out.is_file() and summary_file.is_file() and not force:
+        summary = json.loads(summary_file.read_text())
+        if summary.get("fingerprint") == key:
+            return summary
+        raise StaleStateError(f"{out} exists from a run with other inputs or settings; use --force to redo it")
+
+    # Rows beyond the model's context are not sent to the model: they keep the original response.
+    limit = max_context or getattr(tokenizer, "model_max_length", None) or 10**9
+    lengths = [len(p) for p in tokenize_prompts(tokenizer, prompts)]
+    too_long = {i for i, n in enumerate(lengths) if n + cfg.max_new_tokens > limit}
+    live = [i for i in range(len(examples)) if i not in too_long]
+    gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens)
+    texts = generate_resumable(model, tokenizer, [prompts[i] for i in live], gen, parts_dir(out), key,
+                               force=force, desc="distill", progress=progress)
+    replies: list[str | None] = [None] * len(examples)
+    for i, text in zip(live, texts):
+        replies[i] = text
+
+    rows = build_rows(examples, replies, task, template, too_long)
+    summary = summarize(rows, task) | {"model": model_name, "template": template.name,
+                                       "config": asdict(cfg), "fingerprint": key, "output": out.name}
+    if state.is_main_process:
+        with atomic_write(out) as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_json(summary_file, summary)  # written last: its presence marks the stage done
+    finish(parts_dir(out))
+    return summary

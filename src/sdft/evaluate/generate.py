@@ -1,0 +1,48 @@
+"""`sdft generate`: replies of a model (optionally with an adapter) to a dataset's prompts, as JSONL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from sdft.data.example import Example
+from sdft.distill.templates import render_chat
+from sdft.generation import GenerationConfig
+from sdft.io import atomic_write
+from sdft.resume import finish, generate_resumable
+
+
+def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig) -> str:
+    h = hashlib.sha256(json.dumps([spec.name, spec.dtype, adapter, gen.max_new_tokens, gen.batch_size,
+                                   gen.max_batch_tokens, list(gen.stop)]).encode())
+    for p in prompts:
+        h.update(p.encode())
+    return h.hexdigest()
+
+
+def generate_file(spec, adapter: str | None, examples: list[Example], out: str | Path, batch_size: int = 32,
+                  max_new_tokens: int = 512, system: str | None = None, force: bool = False,
+                  model=None, tokenizer=None, progress: bool = True) -> int:
+    """Write one row per example (id, prompt, output, reference, generator) in input order."""
+    from accelerate import PartialState
+
+    from sdft.models import load_model
+
+    out = Path(out)
+    if model is None:
+        model, tokenizer = load_model(spec, adapter)
+    prompts = [render_chat(tokenizer, ex.messages(system)) for ex in examples]
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    key = generation_key(spec, adapter, prompts, gen)
+    parts = out.with_name(out.name + ".parts")
+    replies = generate_resumable(model, tokenizer, prompts, gen, parts, key, force=force, progress=progress)
+    generator = spec.name + (f"+{Path(adapter).name}" if adapter else "")
+    if PartialState().is_main_process:
+        with atomic_write(out) as f:
+            for ex, reply in zip(examples, replies):
+                row = {"id": ex.id, "prompt": ex.prompt, "output": reply, "reference": ex.response,
+                       "generator": generator}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finish(parts)
+    return len(examples)

