@@ -18,3 +18,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def _tiny_model_dir(root: Path) -> Path:
+    """A randomly initialised 2-layer Llama with the embedded model's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from sdft.models import default_gguf_path
+
+    gguf = default_gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True, initializer_range=0.3,  # large enough that greedy replies vary
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """Path of a tiny random chat model saved on disk (loads like any hub model, nothing downloaded)."""
+    return str(_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama")))

@@ -57,8 +57,8 @@ def _cut_at_stop(text: str, stop: Iterable[str]) -> tuple[str, bool]:
 
 
 @torch.inference_mode()
-def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tuple[list[str], int]:
-    """Greedy-decode one batch; returns the replies (special tokens removed) and new-token count."""
+def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
+    """Greedy-decode one batch; returns each row's new token ids (end-of-reply token excluded)."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos_ids = stop_token_ids(model, tokenizer)
@@ -81,7 +81,6 @@ def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
     alive = list(range(len(prompt_ids)))  # batch row -> prompt index
     generated: list[list[int]] = [[] for _ in prompt_ids]
     tail = max((len(s) for s in cfg.stop), default=0) + 2
-    n_new = 0
     for step in range(cfg.max_new_tokens):
         keep = []
         for j, row in enumerate(alive):
@@ -89,7 +88,6 @@ def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
             if tok in eos_ids:
                 continue
             generated[row].append(tok)
-            n_new += 1
             if cfg.stop and any(s in tokenizer.decode(generated[row][-tail:]) for s in cfg.stop):
                 continue
             keep.append(j)
@@ -105,6 +103,13 @@ def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
         out = model(input_ids=next_tokens[:, None], attention_mask=attention, position_ids=last_pos[:, None],
                     past_key_values=cache, use_cache=True)
         next_tokens = out.logits[:, -1].argmax(-1)
+    return generated
+
+
+def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tuple[list[str], int]:
+    """Greedy-decode one batch; returns the replies (special tokens removed) and new-token count."""
+    generated = greedy_token_ids(model, tokenizer, prompt_ids, cfg)
+    n_new = sum(len(ids) for ids in generated)
     texts = []
     for ids in generated:
         text = tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,74 @@
+"""Response-only targets: exact label positions, packing boundaries, and the packed loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sdft.data.example import Example
+from sdft.train.data import IGNORE, PackedCollator, tokenize_example
+from sdft.train.trainer import _trainer_class
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_labels_cover_exactly_the_response(tok):
+    ex = Example(id="1", instruction="Say hi.", response="Hi there!")
+    t = tokenize_example(tok, ex, ex.response, max_length=512)
+    prompt = tok("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+                 "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    n = len(prompt)
+    assert t.input_ids[:n] == prompt
+    assert t.labels[:n] == [IGNORE] * n
+    assert t.labels[n:] == t.input_ids[n:]
+    assert tok.decode(t.input_ids[n:]) == "Hi there!<|im_end|>\n"
+
+
+def test_long_response_is_cut_and_long_prompt_skipped(tok):
+    ex = Example(id="1", instruction="Count.", response=" ".join(str(i) for i in range(400)))
+    t = tokenize_example(tok, ex, ex.response, max_length=64)
+    assert len(t.input_ids) == len(t.labels) == 64
+    long_prompt = Example(id="2", instruction="word " * 200, response="ok")
+    assert tokenize_example(tok, long_prompt, "ok", max_length=64) is None
+
+
+def test_packing_restarts_positions_and_shifts_targets():
+    batch = PackedCollator()([
+        {"input_ids": [10, 11, 12], "labels": [IGNORE, 11, 12]},
+        {"input_ids": [20, 21], "labels": [IGNORE, 21]},
+    ])
+    assert batch["input_ids"].tolist() == [[10, 11, 12, 20, 21]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    # position t predicts token t+1 of its own sequence; nothing crosses the boundary
+    assert batch["targets"].tolist() == [[11, 12, IGNORE, 21, IGNORE]]
+
+
+def test_packed_loss_equals_padded_loss(tiny_model, tok):
+    """The packed, response-only loss must equal the usual padded loss over the same response tokens."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    examples = [Example(id=str(i), instruction=q, response=r) for i, (q, r) in enumerate([
+        ("What is 2+2?", "It is 4."), ("Name a fruit.", "An apple is a fruit, and so is a pear."),
+        ("Hello", "Hi! How can I help you today?")])]
+    feats = [vars(tokenize_example(tok, ex, ex.response, 512)) for ex in examples]
+    feats = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in feats]
+
+    packed = PackedCollator()(feats)
+    trainer = object.__new__(_trainer_class())  # compute_loss needs no Trainer state
+    with torch.no_grad():
+        packed_loss = trainer.compute_loss(model, dict(packed)).item()
+
+    width = max(len(f["input_ids"]) for f in feats)
+    ids = torch.full((len(feats), width), tok.pad_token_id)
+    labels = torch.full((len(feats), width), IGNORE)
+    mask = torch.zeros((len(feats), width), dtype=torch.long)
+    for i, f in enumerate(feats):
+        n = len(f["input_ids"])
+        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(f["input_ids"]), torch.tensor(f["labels"]), 1
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    padded_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                  ignore_index=IGNORE).item()
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-4)
