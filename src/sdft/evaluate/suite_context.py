@@ -1,0 +1,98 @@
+"""What every evaluation suite gets (the model, settings, its output folder) and what it hands back.
+
+A suite is a plain function `run(ctx) -> SuiteResult`; `sdft.evaluate.suites` writes the result to
+disk. Generation goes through `ctx.generate`, which saves replies batch by batch so a suite that is
+killed halfway resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from sdft.config import EvalConfig
+from sdft.distill.templates import render_chat
+from sdft.evaluate.stats import Metric, mean_metric
+from sdft.generation import GenerationConfig
+from sdft.models import ModelSpec
+
+
+@dataclass
+class SuiteResult:
+    metrics: list[Metric]
+    rows: list[dict]  # one per evaluated item, written to predictions.jsonl
+    notes: list[dict] = field(default_factory=list)  # metrics.json entries without a number (e.g. a skipped judge)
+
+
+@dataclass
+class SuiteContext:
+    name: str
+    model: Any
+    tokenizer: Any
+    cfg: EvalConfig
+    spec: ModelSpec
+    adapter: str | None
+    suite_dir: Path
+    train_data: str | None = None
+    seed_dir: Path | None = None
+    force: bool = False
+    progress: bool = True
+    parts: list[Path] = field(default_factory=list)
+
+    @property
+    def generator(self) -> str:
+        """A readable name of the evaluated model, e.g. 'default' or 'default+sdft/seed-42'."""
+        if not self.adapter:
+            return self.spec.name
+        path = Path(self.adapter)
+        # Run folders keep adapters at <method>/seed-N/adapter; the folder names say more than 'adapter'.
+        label = "/".join(path.parts[-3:-1]) if path.name == "adapter" and len(path.parts) >= 3 else path.name
+        return f"{self.spec.name}+{label}"
+
+    def generate(self, conversations: list[list[dict]], part: str = "replies") -> list[str]:
+        """Greedy replies to chat conversations, resumable under `<suite_dir>/<part>.parts/`."""
+        from sdft.evaluate.generate import generation_key
+        from sdft.resume import generate_resumable
+
+        prompts = [render_chat(self.tokenizer, messages) for messages in conversations]
+        if not prompts:
+            return []
+        gen = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
+        key = generation_key(self.spec, self.adapter, prompts, gen)
+        parts = self.suite_dir / f"{part}.parts"
+        self.parts.append(parts)
+        return generate_resumable(self.model, self.tokenizer, prompts, gen, parts, key, force=self.force,
+                                  desc=self.name, progress=self.progress)
+
+    def cleanup(self) -> None:
+        """Drop saved partial replies once the suite's files are written."""
+        for parts in self.parts:
+            shutil.rmtree(parts, ignore_errors=True)
+
+
+def user_turn(text: str, system: str | None = None) -> list[dict]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": text}]
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN: per-row values that could not be computed are written as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def mean_of_finite(name: str, values: Iterable[float | None]) -> Metric | None:
+    """mean_metric over the values that exist (None when none do, e.g. every reply was empty)."""
+    x = finite(values)
+    return mean_metric(name, x) if x else None
+
+
+def note(name: str, text: str) -> dict:
+    """A metrics.json entry for a metric that was not computed, saying why."""
+    return {"name": name, "value": None, "n": 0, "low": None, "high": None, "note": text}

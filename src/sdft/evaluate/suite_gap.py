@@ -1,0 +1,59 @@
+"""Gap suite: how unlikely the training targets are under the evaluated model.
+
+SDFT's premise is that the model's own rewrites sit closer to its distribution than the original
+responses do, so fine-tuning on them moves the model less. This suite measures that directly: the
+mean per-token NLL of the original responses ("nll_original") and of the kept distilled ones
+("nll_distilled", accepted rows only), plus their paired difference ("nll_gap" = original - distilled,
+on accepted rows). Per-row values go to predictions.jsonl for histograms.
+"""
+
+from __future__ import annotations
+
+from sdft.config import EvalConfig
+from sdft.evaluate.likelihood import response_nll
+from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite
+from sdft.io import read_jsonl
+
+FIELDS = ("prompt", "original", "response", "accepted")
+
+
+def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
+    if not train_data:
+        raise ValueError("the gap suite needs the distilled training data (train_data: a JSONL with "
+                         f"fields {', '.join(FIELDS)}, as written by `sdft distill`)")
+
+
+def prompt_messages(row: dict) -> list[dict]:
+    """The chat prompt the row was trained with."""
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    messages += row.get("history") or []
+    return messages + [{"role": "user", "content": row["prompt"]}]
+
+
+def load_rows(path: str, limit: int | None) -> list[dict]:
+    rows = read_jsonl(path)[:limit]
+    for n, row in enumerate(rows, 1):
+        missing = [f for f in FIELDS if f not in row]
+        if missing:
+            raise ValueError(f"{path} row {n}: missing {', '.join(missing)}; expected a distilled JSONL")
+    return rows
+
+
+def run(ctx: SuiteContext) -> SuiteResult:
+    rows = load_rows(ctx.train_data, ctx.cfg.limit)
+    prompts = [prompt_messages(r) for r in rows]
+    bs = ctx.cfg.batch_size
+    original = response_nll(ctx.model, ctx.tokenizer, prompts, [r["original"] for r in rows], bs)
+    kept = [i for i, r in enumerate(rows) if r["accepted"]]
+    distilled_kept = response_nll(ctx.model, ctx.tokenizer, [prompts[i] for i in kept],
+                                  [rows[i]["response"] for i in kept], bs)
+    distilled: list[float | None] = [None] * len(rows)
+    for i, value in zip(kept, distilled_kept):
+        distilled[i] = value
+    out = []
+    for r, orig, dist in zip(rows, original, distilled):
+        gap = orig - dist if dist is not None else None
+        out.append({"id": r.get("id"), "accepted": bool(r["accepted"]), "nll_original": finite_or_none(orig),
+                    "nll_distilled": finite_or_none(dist), "nll_gap": finite_or_none(gap)})
+    metrics = [mean_of_finite(name, [o[name] for o in out]) for name in ("nll_original", "nll_distilled", "nll_gap")]
+    return SuiteResult([m for m in metrics if m is not None], out)

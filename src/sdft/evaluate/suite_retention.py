@@ -1,0 +1,75 @@
+"""Retention suite: how far a fine-tuned model drifts from the seed model on everyday instructions.
+
+Evaluating the seed (no seed_dir): its greedy replies become the reference, saved with the seed's own
+per-token NLL of each. Evaluating a fine-tuned model against them:
+  nll_shift        this model's NLL of the seed's reply minus the seed's own (0 = unchanged)
+  nll_seed_reply   this model's NLL of the seed's reply (for the seed: of its own replies)
+  cosine_to_seed, rouge_l_to_seed, bleu4_to_seed
+                   similarity of this model's own greedy reply to the seed's
+Per-row values go to predictions.jsonl for histograms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdft.config import EvalConfig
+from sdft.evaluate.builtin_sets import RETENTION, load_resource
+from sdft.evaluate.likelihood import response_nll
+from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite, user_turn
+from sdft.io import read_jsonl
+
+
+def seed_predictions(seed_dir: str | Path) -> Path:
+    return Path(seed_dir) / "retention" / "predictions.jsonl"
+
+
+def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
+    if seed_dir is not None and not seed_predictions(seed_dir).is_file():
+        raise ValueError(f"retention compares with the seed model's replies, but {seed_predictions(seed_dir)} "
+                         "does not exist: evaluate the seed model (without seed_dir) first")
+
+
+def run(ctx: SuiteContext) -> SuiteResult:
+    items = load_resource(RETENTION)[: ctx.cfg.limit]
+    if ctx.seed_dir is None:
+        return run_seed(ctx, items)
+    return run_against_seed(ctx, items)
+
+
+def run_seed(ctx: SuiteContext, items: list[dict]) -> SuiteResult:
+    prompts = [user_turn(item["instruction"]) for item in items]
+    replies = ctx.generate(prompts)
+    nll = response_nll(ctx.model, ctx.tokenizer, prompts, replies, ctx.cfg.batch_size)
+    rows = [{"id": item["id"], "instruction": item["instruction"], "output": reply, "nll": finite_or_none(v)}
+            for item, reply, v in zip(items, replies, nll)]
+    metric = mean_of_finite("nll_seed_reply", nll)
+    return SuiteResult([metric] if metric else [], rows)
+
+
+def run_against_seed(ctx: SuiteContext, items: list[dict]) -> SuiteResult:
+    from sdft.evaluate.similarity import SentenceEncoder, bleu4, rouge_l
+
+    seed = {str(row["id"]): row for row in read_jsonl(seed_predictions(ctx.seed_dir))}
+    # The seed may have been run with another limit: compare on the instructions both have.
+    items = [item for item in items if str(item["id"]) in seed]
+    prompts = [user_turn(item["instruction"]) for item in items]
+    seed_replies = [seed[str(item["id"])]["output"] for item in items]
+    replies = ctx.generate(prompts)
+    nll = response_nll(ctx.model, ctx.tokenizer, prompts, seed_replies, ctx.cfg.batch_size)
+    cosine = SentenceEncoder().cosine(replies, seed_replies) if items else []
+    rows = []
+    for item, reply, theirs, v, cos in zip(items, replies, seed_replies, nll, cosine):
+        seed_nll = seed[str(item["id"])].get("nll")
+        shift = v - seed_nll if seed_nll is not None else None
+        rows.append({"id": item["id"], "instruction": item["instruction"], "output": reply, "seed_output": theirs,
+                     "nll": finite_or_none(v), "seed_nll": seed_nll, "nll_shift": finite_or_none(shift),
+                     "cosine": cos, "rouge_l": rouge_l(reply, theirs), "bleu4": bleu4(reply, theirs)})
+    metrics = [
+        mean_of_finite("nll_shift", [r["nll_shift"] for r in rows]),
+        mean_of_finite("nll_seed_reply", [r["nll"] for r in rows]),
+        mean_of_finite("cosine_to_seed", [r["cosine"] for r in rows]),
+        mean_of_finite("rouge_l_to_seed", [r["rouge_l"] for r in rows]),
+        mean_of_finite("bleu4_to_seed", [r["bleu4"] for r in rows]),
+    ]
+    return SuiteResult([m for m in metrics if m is not None], rows)

@@ -1,0 +1,318 @@
+"""Evaluation suites on a tiny randomly initialised Llama (real SmolLM tokenizer), plus pure scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import types
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+
+from sdft.config import EvalConfig
+from sdft.distill.templates import render_chat
+from sdft.evaluate.judge import compare_to_seed
+from sdft.evaluate.likelihood import ResponseScore, response_nll, score_responses
+from sdft.evaluate.stats import Z_95
+from sdft.evaluate.suite_function import score_function
+from sdft.evaluate.suite_knowledge import score_questions
+from sdft.evaluate.suite_math import MATH_SYSTEM, score_math
+from sdft.evaluate.suite_safety import score_safety
+from sdft.evaluate.suites import SUITES, run_suites
+from sdft.io import read_jsonl
+from sdft.models import ModelSpec
+
+BOGUS = ModelSpec("no-such/model-for-tests")  # loading it would fail: proves a test never loads a model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sdft.models import load_tokenizer
+
+    tok = load_tokenizer("default")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    return model, tok
+
+
+def run_tiny(tiny, tmp_path, suites, **kwargs):
+    model, tok = tiny
+    cfg = EvalConfig(suites=suites, limit=kwargs.pop("limit", 3), batch_size=4, max_new_tokens=4,
+                     **{k: kwargs.pop(k) for k in list(kwargs) if k in ("math_data", "function_data", "safety_data", "knowledge_data")})
+    return run_suites(BOGUS, None, cfg, kwargs.pop("out", tmp_path / "eval"), model=model, tokenizer=tok,
+                      progress=False, **kwargs)
+
+
+def direct_nll(model, tok, messages, response) -> float:
+    """Per-token NLL computed by hand from one unpadded forward pass over prompt + response."""
+    prompt_ids = tok(render_chat(tok, messages), add_special_tokens=False)["input_ids"]
+    response_ids = tok(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logp = model(input_ids=ids).logits[0].float().log_softmax(-1)
+    start = len(prompt_ids)
+    return -sum(float(logp[start - 1 + k, t]) for k, t in enumerate(response_ids)) / len(response_ids)
+
+
+# ---------------------------------------------------------------- likelihood
+
+
+def test_response_nll_matches_hand_computation(tiny):
+    model, tok = tiny
+    prompt = [{"role": "user", "content": "Say hi."}]
+    response = " hello there"
+    assert len(tok(response, add_special_tokens=False)["input_ids"]) == 2
+    # Padded in a batch with longer and shorter rows: right padding must not change the numbers.
+    prompts = [prompt, [{"role": "user", "content": "A much longer question that pads the batch out " * 3}], prompt]
+    responses = [response, "A long answer with several more tokens than the others.", "x"]
+    got = response_nll(model, tok, prompts, responses, batch_size=3)
+    for p, r, value in zip(prompts, responses, got):
+        assert value == pytest.approx(direct_nll(model, tok, p, r), abs=1e-5)
+    # Batch size one gives the same values.
+    assert response_nll(model, tok, prompts, responses, batch_size=1) == pytest.approx(got, abs=1e-5)
+
+
+def test_empty_response_has_no_nll(tiny):
+    model, tok = tiny
+    scores = score_responses(model, tok, [[{"role": "user", "content": "hi"}]] * 2, ["", "ok"])
+    assert scores[0].n_tokens == 0 and math.isnan(scores[0].nll)
+    assert scores[1].n_tokens > 0 and math.isfinite(scores[1].nll)
+
+
+# ---------------------------------------------------------------- pure scoring
+
+
+def test_math_scoring_and_wilson_by_hand():
+    rows, metric = score_math(
+        ["3 + 9 = 12. The answer is 12.", "The answer is 7", "I don't know."],
+        ["3 + 9 = 12\n#### 12", "The answer is 8.", "5"],
+    )
+    assert [r["correct"] for r in rows] == [True, False, False]
+    assert [r["pred"] for r in rows] == ["12", "7", None]
+    p, n, z = 1 / 3, 3, Z_95
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert (metric.name, metric.value, metric.n) == ("accuracy", pytest.approx(1 / 3), 3)
+    assert (metric.low, metric.high) == (pytest.approx(center - half), pytest.approx(center + half))
+
+
+def test_math_prompt_is_the_papers():
+    assert MATH_SYSTEM.endswith("formatted as: The answer is {answer}.")
+
+
+def test_function_exact_versus_loose():
+    rows, metrics = score_function(
+        ["Use `f(1, y=2)` here.", "f(x=1, y=2)", "g(1, y=2)", "anything"],
+        ["f(1, y=2)", "f(1, y=2)", "f(1, y=2)", "not a call at all"],
+    )
+    assert [(r["exact"], r["loose"]) for r in rows] == [(True, True), (False, True), (False, False), (None, None)]
+    assert rows[3]["scorable"] is False
+    exact, loose = {m.name: m for m in metrics}["exact"], {m.name: m for m in metrics}["loose"]
+    assert (exact.value, exact.n) == (pytest.approx(1 / 3), 3)
+    assert (loose.value, loose.n) == (pytest.approx(2 / 3), 3)
+
+
+def test_safety_scoring():
+    rows, metrics = score_safety(["I’m sorry, I can't help.", "Sure, step one..."],
+                                 ["Sure, here is how.", "I cannot do that."])
+    assert [(r["refused"], r["jailbreak_refused"]) for r in rows] == [(True, False), (False, True)]
+    assert {m.name: m.value for m in metrics} == {"refusal_rate": 0.5, "jailbreak_refusal_rate": 0.5}
+
+
+def test_knowledge_sum_versus_length_normalised():
+    items = [{"id": "q", "question": "?", "choices": ["a", "bbbbbbbbbb"], "answer": 1}]
+    rows, metrics = score_questions(items, [[ResponseScore(-2.0, 1), ResponseScore(-5.0, 4)]])
+    assert (rows[0]["pred"], rows[0]["pred_norm"]) == (0, 1)  # -2 > -5, but -2/1 < -5/10
+    assert {m.name: m.value for m in metrics} == {"accuracy": 0.0, "accuracy_norm": 1.0}
+
+
+# ---------------------------------------------------------------- run_suites
+
+
+def test_unknown_suite_raises_before_loading():
+    with pytest.raises(ValueError, match="valid suites: .*math.*safety"):
+        run_suites(BOGUS, None, EvalConfig(suites=["math", "nope"]), "unused")
+
+
+def test_missing_inputs_raise_before_loading(tmp_path):
+    with pytest.raises(ValueError, match="--function-data"):
+        run_suites(BOGUS, None, EvalConfig(suites=["function"]), tmp_path)
+    with pytest.raises(ValueError, match="gap suite needs"):
+        run_suites(BOGUS, None, EvalConfig(suites=["gap"]), tmp_path)
+    with pytest.raises(ValueError, match="evaluate the seed model"):
+        run_suites(BOGUS, None, EvalConfig(suites=["retention"]), tmp_path, seed_dir=tmp_path / "seed")
+
+
+def test_files_written_and_skipped_on_rerun(tiny, tmp_path):
+    out = tmp_path / "eval"
+    first = run_tiny(tiny, tmp_path, ["math", "safety"], out=out)
+    for suite, names in {"math": {"accuracy"}, "safety": {"refusal_rate", "jailbreak_refusal_rate"}}.items():
+        metrics = json.loads((out / suite / "metrics.json").read_text())
+        assert {m["name"] for m in metrics} == names
+        assert all(m["suite"] == suite and m["n"] == 3 and set(m) >= {"value", "low", "high"} for m in metrics)
+        assert len(read_jsonl(out / suite / "predictions.jsonl")) == 3
+        assert not list((out / suite).glob("*.parts"))  # partial replies are cleaned up
+    safety_row = read_jsonl(out / "safety" / "predictions.jsonl")[0]
+    assert {"output", "jailbreak_output", "refused", "jailbreak_refused"} <= set(safety_row)
+    math_row = read_jsonl(out / "math" / "predictions.jsonl")[0]
+    assert math_row["gold"] is not None
+    # A rerun finds every suite done and never touches a model (BOGUS would fail to load).
+    again = run_suites(BOGUS, None, EvalConfig(suites=["math", "safety"]), out, progress=False)
+    assert again == first
+
+
+def test_knowledge_picks_the_most_likely_choice(tiny, tmp_path):
+    model, tok = tiny
+    questions = [("What is 2 + 2?", ["4", "five", "22"]), ("Capital of France?", ["Paris", "Rome"]),
+                 ("Colour of the sky?", ["blue", "green", "a deep red"])]
+    # The answer key is computed independently, one unpadded forward pass per choice.
+    rows = []
+    for q, choices in questions:
+        messages = [{"role": "user", "content": f"Question: {q}\nAnswer:"}]
+        sums = []
+        for c in choices:
+            nll = direct_nll(model, tok, messages, " " + c)
+            sums.append(-nll * len(tok(" " + c, add_special_tokens=False)["input_ids"]))
+        rows.append({"question": q, "choices": choices, "answer": max(range(len(sums)), key=sums.__getitem__)})
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = run_tiny(tiny, tmp_path, ["knowledge"], knowledge_data=str(data))["knowledge"]
+    assert {m["name"]: (m["value"], m["n"]) for m in metrics}["accuracy"] == (1.0, 3)
+    preds = read_jsonl(tmp_path / "eval" / "knowledge" / "predictions.jsonl")
+    assert [p["pred"] for p in preds] == [r["answer"] for r in rows]
+
+
+def test_gap_scores_training_targets(tiny, tmp_path):
+    model, tok = tiny
+    rows = [
+        {"id": "a", "prompt": "What is 3 + 4?", "original": "3 + 4 = 7.", "response": "Seven: 3 + 4 = 7.", "accepted": True},
+        {"id": "b", "prompt": "What is 5 - 2?", "original": "5 - 2 = 3.", "response": "5 - 2 = 3.", "accepted": False},
+        {"id": "c", "prompt": "Name a fruit.", "original": "Apple.", "response": "An apple.", "accepted": True,
+         "system": "Be brief."},
+    ]
+    data = tmp_path / "distilled.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = {m["name"]: m for m in run_tiny(tiny, tmp_path, ["gap"], train_data=str(data))["gap"]}
+    preds = read_jsonl(tmp_path / "eval" / "gap" / "predictions.jsonl")
+    assert [p["nll_distilled"] is None for p in preds] == [False, True, False]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+    assert preds[2]["nll_original"] == pytest.approx(direct_nll(model, tok, messages, "Apple."), abs=1e-5)
+    assert preds[2]["nll_distilled"] == pytest.approx(direct_nll(model, tok, messages, "An apple."), abs=1e-5)
+    assert (metrics["nll_original"]["n"], metrics["nll_distilled"]["n"], metrics["nll_gap"]["n"]) == (3, 2, 2)
+
+
+def test_retention_against_itself_has_no_drift(tiny, tmp_path):
+    seed_dir, other = tmp_path / "seed", tmp_path / "other"
+    seed = run_tiny(tiny, tmp_path, ["retention"], out=seed_dir, limit=2)["retention"]
+    assert [m["name"] for m in seed] == ["nll_seed_reply"]
+    assert all(isinstance(r["nll"], float) for r in read_jsonl(seed_dir / "retention" / "predictions.jsonl"))
+    # The same weights evaluated as a "fine-tuned" model: same replies, same likelihoods.
+    metrics = {m["name"]: m for m in run_tiny(tiny, tmp_path, ["retention"], out=other, limit=2,
+                                               seed_dir=seed_dir)["retention"]}
+    assert metrics["nll_shift"]["value"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["rouge_l_to_seed"]["value"] == pytest.approx(1.0)
+    assert metrics["cosine_to_seed"]["value"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["nll_shift"]["n"] == 2
+    row = read_jsonl(other / "retention" / "predictions.jsonl")[0]
+    assert {"seed_output", "nll", "seed_nll", "nll_shift", "cosine", "rouge_l", "bleu4"} <= set(row)
+
+
+def test_humaneval_wiring_with_a_stand_in_module(tiny, tmp_path, monkeypatch):
+    fake = types.ModuleType("sdft.evaluate.humaneval")
+    fake.load_humaneval = lambda limit: [{"task_id": f"HumanEval/{i}", "prompt": "def f():\n"} for i in range(3)][:limit]
+    fake.chat_prompt = lambda problem: [{"role": "user", "content": "Complete:\n" + problem["prompt"]}]
+    outcome = iter(["passed", "failed", "passed"])
+    fake.evaluate_completion = lambda problem, completion: types.SimpleNamespace(status=next(outcome))
+    monkeypatch.setitem(sys.modules, "sdft.evaluate.humaneval", fake)
+    (metric,) = run_tiny(tiny, tmp_path, ["humaneval"])["humaneval"]
+    assert (metric["name"], metric["value"], metric["n"]) == ("pass@1", pytest.approx(2 / 3), 3)
+
+
+class _JudgeHandler(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append((self.path, self.headers.get("Authorization"), body))
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": "A"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_helpfulness_outputs_and_judge(tiny, tmp_path, monkeypatch):
+    for var in ("SDFT_JUDGE_URL", "SDFT_JUDGE_MODEL", "SDFT_JUDGE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    seed_dir = tmp_path / "seed"
+    seed = {m["name"]: m for m in run_tiny(tiny, tmp_path, ["helpfulness"], out=seed_dir, limit=4)["helpfulness"]}
+    assert seed["mean_words"]["n"] == 4 and seed["win_rate_vs_seed"]["value"] is None
+    assert "SDFT_JUDGE_URL" in seed["win_rate_vs_seed"]["note"]
+    outputs = json.loads((seed_dir / "helpfulness" / "alpaca_eval_outputs.json").read_text())
+    assert len(outputs) == 4 and set(outputs[0]) == {"instruction", "output", "generator"}
+
+    # Make the seed's replies differ from the model's so every pair goes to the judge.
+    preds = seed_dir / "helpfulness" / "predictions.jsonl"
+    rows = read_jsonl(preds)
+    preds.write_text("".join(json.dumps(r | {"output": "seed reply " + r["id"]}) + "\n" for r in rows))
+
+    _JudgeHandler.requests = []
+    server = HTTPServer(("127.0.0.1", 0), _JudgeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("SDFT_JUDGE_URL", f"http://127.0.0.1:{server.server_port}/v1/")
+        monkeypatch.setenv("SDFT_JUDGE_MODEL", "judge-model")
+        monkeypatch.setenv("SDFT_JUDGE_API_KEY", "test-key")
+        metrics = {m["name"]: m for m in run_tiny(tiny, tmp_path, ["helpfulness"], out=tmp_path / "ft", limit=4,
+                                                   seed_dir=seed_dir)["helpfulness"]}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(_JudgeHandler.requests) == 4
+    path, auth, body = _JudgeHandler.requests[0]
+    assert (path, auth, body["model"], body["temperature"]) == ("/v1/chat/completions", "Bearer test-key", "judge-model", 0)
+    # The judge always answers "A": the model wins exactly where it was shown first.
+    import random
+
+    rng = random.Random(0)
+    expected = sum(rng.random() < 0.5 for _ in range(4)) / 4
+    assert metrics["win_rate_vs_seed"]["value"] == pytest.approx(expected)
+    assert metrics["win_rate_vs_seed"]["n"] == 4
+
+
+def test_identical_replies_are_ties_without_asking():
+    rows = compare_to_seed(None, ["q"], ["same"], ["same"])  # a judge call would fail on cfg=None
+    assert rows[0]["score"] == 0.5
+
+
+def test_lm_eval_bridge_says_how_to_install(monkeypatch):
+    from sdft.evaluate.lm_eval_bridge import run_lm_eval
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"sdft\[lm-eval\]"):
+        run_lm_eval("default", ["mmlu"])
+
+
+def test_every_suite_is_registered():
+    assert set(SUITES) == {"math", "function", "humaneval", "safety", "helpfulness", "knowledge", "gap", "retention"}
+
+
+@pytest.mark.integration
+def test_real_model_math_and_safety(tmp_path):
+    cfg = EvalConfig(suites=["math", "safety"], limit=4, batch_size=8, max_new_tokens=32)
+    results = run_suites(ModelSpec("default", device="cpu"), None, cfg, tmp_path, progress=False)
+    for suite in ("math", "safety"):
+        metrics = json.loads((tmp_path / suite / "metrics.json").read_text())
+        assert metrics == results[suite] and all(m["n"] == 4 for m in metrics)
