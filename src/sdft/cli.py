@@ -54,7 +54,9 @@ def cmd_train(args) -> int:
         cfg.max_steps = args.max_steps
     if args.seed is not None:
         cfg.seed = args.seed
-    columns = {"prompt": "prompt", "response": args.target} if args.target else None
+    from sdft.recipes.sdft_run import distilled_columns
+
+    columns = distilled_columns(args.target) if args.target else None
     if args.columns:
         from sdft.data.load import parse_columns
 

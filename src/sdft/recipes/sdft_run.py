@@ -44,6 +44,11 @@ def environment() -> dict:
             "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
 
 
+def distilled_columns(target: str) -> dict[str, str]:
+    """How a distilled JSONL is read for training: the original prompt parts, and one response column."""
+    return {"prompt": "instruction", "input": "input", "response": target}
+
+
 def train_dir(out: Path, method: str, seed: int) -> Path:
     return out / "train" / method / f"seed-{seed}"
 
@@ -78,7 +83,7 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
     print("[2/4] train: SFT (original responses) and SDFT (distilled responses), same settings", flush=True)
     for seed in cfg.seeds:
         for method, column in METHODS.items():
-            rows = load_examples(str(distilled), {"prompt": "prompt", "response": column})
+            rows = load_examples(str(distilled), distilled_columns(column))
             tcfg = dataclasses.replace(cfg.train, seed=seed)
             s = train(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.model.trust_remote_code,
                       force=force)

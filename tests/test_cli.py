@@ -1,0 +1,84 @@
+"""The command line on a tiny random model: distill, train, generate, run; config resolution."""
+
+import json
+
+import pytest
+import yaml
+
+from sdft.cli import main
+from sdft.config import ConfigError, load_config, preset_path
+
+
+def test_demo_preset_and_overrides(tmp_path):
+    cfg = load_config(preset_path("demo"), ["train.epochs=3", "eval.suites=[math]", "model.name=x/y"])
+    assert cfg.train.epochs == 3 and cfg.eval.suites == ["math"] and cfg.model.name == "x/y"
+    assert cfg.data.task == "math" and cfg.train.lora_r == 8 and cfg.train.target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(None, ["train.lora_rank=4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+def test_distill_train_generate(tiny_model, tmp_path, capsys):
+    out = tmp_path / "distilled.jsonl"
+    code = main(["distill", "--model", tiny_model, "--data", "builtin:arithmetic?n=6", "--task", "math",
+                 "--out", str(out), "--max-new-tokens", "4", "--batch-size", "3"])
+    assert code == 0
+    assert "accepted" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and {"prompt", "original", "distilled", "response", "accepted", "reject_reason"} <= set(rows[0])
+
+    for target in ("original", "response"):
+        run = tmp_path / target
+        assert main(["train", "--model", tiny_model, "--data", str(out), "--target", target, "--out", str(run),
+                     "--max-steps", "2", "--set", "batch_size=3"]) == 0
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["steps"] == 2 and summary["rows"] == 6
+        assert (run / "adapter" / "adapter_config.json").is_file() and (run / "loss.png").is_file()
+        adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
+        assert adapter["r"] == 8 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+
+    gen = tmp_path / "gen.jsonl"
+    assert main(["generate", "--model", tiny_model, "--adapter", str(tmp_path / "response" / "adapter"),
+                 "--data", str(out), "--columns", "prompt=prompt,response=original", "--out", str(gen),
+                 "--max-new-tokens", "3"]) == 0
+    gen_rows = [json.loads(line) for line in gen.read_text().splitlines()]
+    assert [r["id"] for r in gen_rows] == [r["id"] for r in rows] and all("output" in r for r in gen_rows)
+
+
+def test_bad_data_exits_2_without_output(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "ok", "response": "fine"}\n{"prompt": "  ", "response": "x"}\n')
+    before = data.read_bytes()
+    out = tmp_path / "out.jsonl"
+    code = main(["distill", "--model", "no/such-model", "--data", str(data), "--task", "general", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "row 2" in err and "prompt" in err and str(data) in err
+    assert not out.exists() and data.read_bytes() == before
+
+
+def test_run_recipe_end_to_end(tiny_model, tmp_path):
+    """The whole flow on a tiny model: distill, SFT and SDFT, the four demo suites, the report."""
+    config = yaml.safe_load(preset_path("demo").read_text())
+    config["model"]["name"] = tiny_model
+    config["data"]["source"] = "builtin:arithmetic?n=6"
+    config["distill"] |= {"max_new_tokens": 4, "batch_size": 3}
+    config["train"] |= {"max_steps": 2, "batch_size": 3, "save_steps": 100}
+    config["eval"] |= {"limit": 3, "max_new_tokens": 4}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    for method in ("sft", "sdft"):
+        assert (out / "train" / method / "seed-42" / "adapter" / "adapter_model.safetensors").is_file()
+        for suite in ("math", "safety", "gap", "retention"):
+            metrics = json.loads((out / "eval" / method / "seed-42" / suite / "metrics.json").read_text())
+            assert metrics and all(m["suite"] == suite for m in metrics)
+    report = (out / "report.md").read_text()
+    assert "| Seed" in report and "| SFT" in report and "| SDFT" in report
+    assert (out / "report.html").is_file() and (out / "loss_curves.png").is_file()
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["model"]["name"] == tiny_model and resolved["seeds"] == [42]
+    assert json.loads((out / "environment.json").read_text())["packages"]["transformers"]
