@@ -31,7 +31,8 @@ def cmd_distill(args) -> int:
     examples = _examples(args.data, args.columns, args.limit)
     model, tok = load_model(ModelSpec(args.model, args.dtype, args.device, args.trust_remote_code))
     cfg = DistillConfig(args.template, args.batch_size, args.max_new_tokens, args.max_batch_tokens)
-    summary = distill(model, tok, args.model, examples, args.task, args.out, cfg, force=args.force)
+    summary = distill(model, tok, args.model, examples, args.task, args.out, cfg, force=args.force,
+                      max_context=args.max_context)
     _print_summary(summary, args.out)
     return 0
 
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-batch-tokens", type=int, default=32768)
+    p.add_argument("--max-context", type=int, help="tokens a prompt plus its reply may take (default: the "
+                   "model's); longer rows keep their original response (reject_reason too_long)")
     p.add_argument("--force", action="store_true", help="redo from scratch")
     p.set_defaults(func=cmd_distill)
 
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StaleStateError, ValueError, FileNotFoundError) as e:
         print(f"sdft {args.command}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # disk full, permissions, I/O: one line naming the file, not a traceback
+        print(f"sdft {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nsdft {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

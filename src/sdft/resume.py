@@ -4,16 +4,21 @@ Replies are written batch by batch (each batch file written aside, synced, renam
 folder with a manifest naming the inputs and settings. A rerun skips the batches on disk, so it ends
 with exactly what an uninterrupted run gives: the batch plan is a pure function of prompts and settings.
 Under `accelerate launch`, batches are dealt round-robin across processes and merged in input order.
+
+A kill can land anywhere: a batch is on disk whole or not at all (temp files of a batch cut short are
+ignored), and the parts folder is renamed away before it is deleted, so a half-deleted folder is never
+mistaken for progress. Parts saved for other inputs or settings are refused, never mixed in.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 from sdft.generation import GenerationConfig, iter_generate, plan_batches, tokenize_prompts
-from sdft.io import atomic_write, write_json
+from sdft.io import atomic_write, fsync_dir, write_json
 
 
 class StaleStateError(RuntimeError):
@@ -32,8 +37,12 @@ def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConf
     n_batches = len(plan_batches([len(p) for p in ids], gen.batch_size, gen.max_new_tokens, gen.max_batch_tokens))
     if state.is_main_process:
         if force:
-            shutil.rmtree(parts, ignore_errors=True)
-        if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") != key:
+            remove_tree(parts)
+        if manifest.is_file():
+            stale = json.loads(manifest.read_text()).get("fingerprint") != key
+        else:  # batches without a manifest: of unknown origin, so not to be trusted
+            stale = any(parts.glob("batch-*.jsonl"))
+        if stale:
             raise StaleStateError(
                 f"{parts} holds partial results for other inputs or settings; use --force to start over"
             )
@@ -69,4 +78,16 @@ def finish(parts: Path) -> None:
     state = PartialState()
     state.wait_for_everyone()
     if state.is_main_process:
-        shutil.rmtree(parts, ignore_errors=True)
+        remove_tree(Path(parts))
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder so that it is gone at once: rename it aside first (atomic), then delete that."""
+    trash = path.with_name(f".{path.name}.trash")
+    shutil.rmtree(trash, ignore_errors=True)  # left by a kill during an earlier delete
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)

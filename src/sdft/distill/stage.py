@@ -75,10 +75,22 @@ def summarize(rows: list[dict], task: str) -> dict:
     }
 
 
+def context_limit(model, tokenizer, max_context: int | None = None) -> int:
+    """Tokens a prompt plus its reply may take: `max_context`, else the tokenizer's or the model's limit."""
+    if max_context:
+        return max_context
+    limits = [getattr(tokenizer, "model_max_length", None),
+              getattr(getattr(model, "config", None), "max_position_embeddings", None)]
+    # Tokenizers without a limit report a huge sentinel (1e30); ignore it.
+    return min((n for n in limits if isinstance(n, int) and 0 < n < 10**9), default=10**9)
+
+
 def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
-                examples: list[Example]) -> str:
+                examples: list[Example], limit: int | None = None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([model_name, task, asdict(template), asdict(cfg)], sort_keys=True).encode())
+    if limit is not None:  # which rows are too long, and so which prompts are generated, depends on it
+        h.update(f"limit={limit}".encode())
     for p, ex in zip(prompts, examples):
         h.update(p.encode())
         h.update(ex.response.encode())
@@ -95,16 +107,17 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     out = Path(out)
     template = get_template(cfg.template, task)
     prompts = [render_distill_prompt(tokenizer, template, ex) for ex in examples]
-    key = fingerprint(model_name, task, template, cfg, prompts, examples)
+    limit = context_limit(model, tokenizer, max_context)
+    key = fingerprint(model_name, task, template, cfg, prompts, examples, limit)
     summary_file = summary_path(out)
     if out.is_file() and summary_file.is_file() and not force:
         summary = json.loads(summary_file.read_text())
         if summary.get("fingerprint") == key:
+            finish(parts_dir(out))  # parts left by a kill after the summary was written
             return summary
         raise StaleStateError(f"{out} exists from a run with other inputs or settings; use --force to redo it")
 
     # Rows beyond the model's context are not sent to the model: they keep the original response.
-    limit = max_context or getattr(tokenizer, "model_max_length", None) or 10**9
     lengths = [len(p) for p in tokenize_prompts(tokenizer, prompts)]
     too_long = {i for i, n in enumerate(lengths) if n + cfg.max_new_tokens > limit}
     live = [i for i in range(len(examples)) if i not in too_long]
