@@ -3,10 +3,15 @@
 The Trainer brings checkpointing, resume, schedules and `accelerate launch` data parallelism. What it
 lacks is a loss that projects onto the vocabulary only where a loss is taken; `compute_loss` below asks
 the model for logits at the response positions of the packed row and nowhere else.
+
+A killed run resumes from its latest complete checkpoint (model, optimizer, scheduler, RNG state, data
+position), so it logs the same per-step losses as an uninterrupted run. A checkpoint cut short by the
+kill is passed over, and checkpoints of other data or settings are refused (use force to start over).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from sdft.data.example import Example
-from sdft.io import fsync_dir, write_json
+from sdft.io import fsync_dir, write_json, write_jsonl
+from sdft.resume import StaleStateError
 from sdft.train.data import IGNORE, PackedCollator, tokenize_example
 
 
@@ -76,6 +82,15 @@ def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig):
     return Dataset.from_list(rows), skipped
 
 
+def run_fingerprint(model_name: str, examples: list[Example], cfg: TrainConfig) -> str:
+    """What the trained adapter depends on: model, data and settings (not how often progress is saved)."""
+    settings = asdict(cfg) | {"save_steps": None, "logging_steps": None}
+    h = hashlib.sha256(json.dumps([model_name, settings], sort_keys=True, default=str).encode())
+    for ex in examples:
+        h.update(json.dumps([ex.messages(), ex.response], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
 def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: TrainConfig,
           trust_remote_code: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Fine-tune `model_name` with LoRA on the examples; writes adapter/, train_log.jsonl, loss.png."""
@@ -87,11 +102,20 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
 
     out_dir = Path(out_dir)
     summary_path = out_dir / "train_summary.json"
-    if summary_path.is_file() and not force:
-        return json.loads(summary_path.read_text())
+    ckpt_dir = out_dir / "checkpoints"
+    run_file = ckpt_dir / "run.json"
+    key = run_fingerprint(model_name, examples, cfg)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("fingerprint", key) != key:
+            raise StaleStateError(f"{out_dir} holds a model trained on other data or settings; "
+                                  "use --force to train again")
+        return summary
+    if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") != key:
+        raise StaleStateError(f"{ckpt_dir} holds checkpoints of a run on other data or settings; "
+                              "use --force to start over")
 
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_name, trust_remote_code)
@@ -134,26 +158,33 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
     resume = _latest_checkpoint(ckpt_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        write_json(run_file, {"fingerprint": key})
+    resumed_at = _checkpoint_step(Path(resume)) if resume else None
+    if resume and _is_final(Path(resume)):
+        # Resumed from its last step, the Trainer would run one step more (it checks for the end only
+        # after a step), so take the finished state from the checkpoint instead.
+        state, session_loss = _load_final(model, Path(resume)), math.nan
+    else:
+        session_loss = trainer.train(resume_from_checkpoint=resume).training_loss
+        state = trainer.state
 
-    log = [dict(r) for r in trainer.state.log_history]
+    log = [dict(r) for r in state.log_history]
     summary = {
         "model": model_name,
         "rows": len(dataset),
         "skipped_too_long": skipped,
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "steps": state.global_step,
+        "train_loss": _mean_train_loss(log, resumed_at, state.global_step, session_loss),
         "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), math.nan),
         "resumed_from": resume,
         "config": asdict(cfg),
         "world_size": trainer.args.world_size,
+        "fingerprint": key,
     }
     if trainer.is_world_process_zero():
         _save_adapter(model, out_dir / "adapter")
-        with open(out_dir / "train_log.jsonl.tmp", "w") as f:
-            for r in log:
-                f.write(json.dumps(r) + "\n")
-        os.replace(out_dir / "train_log.jsonl.tmp", out_dir / "train_log.jsonl")
+        write_jsonl(out_dir / "train_log.jsonl", log)
         points = [(r["step"], r["loss"]) for r in log if "loss" in r and "step" in r]
         plot_losses({Path(out_dir).name: points}, out_dir / "loss.png")
         write_json(summary_path, summary)  # written last: its presence marks the stage done
@@ -161,13 +192,53 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     return summary
 
 
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
 def _latest_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint written to the end. The Trainer writes trainer_state.json last, but not
+    atomically: a kill can leave it missing or cut off, and resuming from that would fail every rerun."""
     if not ckpt_dir.is_dir():
         return None
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=_checkpoint_step, reverse=True):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and state.get("global_step") == _checkpoint_step(path):
+            return str(path)
+    return None
+
+
+def _is_final(checkpoint: Path) -> bool:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+
+
+def _load_final(model, checkpoint: Path):
+    """The adapter weights and TrainerState of a checkpoint written at the last step."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+    return TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
+def _mean_train_loss(log: list[dict], resumed_at: int | None, steps: int, session_loss: float) -> float:
+    """Mean loss over all steps. After a resume the Trainer averages only the steps of this session;
+    the steps before come from the checkpoint's log (exact when save_steps is a multiple of logging_steps)."""
+    if not resumed_at:
+        return session_loss
+    total, covered, last = 0.0, 0, 0
+    for r in log:
+        if "loss" in r and "step" in r and r["step"] <= resumed_at:
+            total += r["loss"] * (r["step"] - last)
+            covered, last = r["step"], r["step"]
+    ran = steps - resumed_at
+    return (total + (session_loss * ran if ran else 0.0)) / max(covered + ran, 1)
 
 
 def _save_adapter(model, target: Path) -> None:
