@@ -55,6 +55,7 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.integration
 def test_killed_five_times_resumes_to_identical_output(reference, tmp_path):
     out = tmp_path / "distilled.jsonl"
     parts = out.with_name(out.name + ".parts")
