@@ -85,3 +85,89 @@ def test_finished_rows_leave_the_batch(model_tok):
     for before, after in zip(full, early):
         cut = before.index(stopper) if stopper in before else len(before)
         assert after == before[:cut]
+
+
+def _single(model, tok, ids, cfg):
+    """Reference: transformers generate, one prompt at a time (end-of-reply id dropped)."""
+    import torch
+
+    from sdft.generation import stop_token_ids
+
+    eos = sorted(stop_token_ids(model, tok))
+    out = []
+    for p in ids:
+        new = model.generate(torch.tensor([p]), max_new_tokens=cfg.max_new_tokens, do_sample=False,
+                             eos_token_id=eos, pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        out.append(new[:-1] if new and new[-1] in eos else new)
+    return out
+
+
+def test_refilled_rows_match_unbatched(model_tok, monkeypatch):
+    """Few rows, many prompts: rows are refilled one at a time and the KV window is shifted; the
+    replies are still those of one-prompt-at-a-time decoding."""
+    import sdft.generation as gen
+
+    model, tok = model_tok
+    ids = tokenize_prompts(tok, _prompts(tok, 14))
+    cfg = GenerationConfig(max_new_tokens=24, max_rows=3, prefill_tokens=1)
+    shifts = []
+    make_room = gen._Rows.make_room
+
+    def counting(self):
+        shifts.append(self.hi >= self.mask.shape[1])
+        make_room(self)
+
+    monkeypatch.setattr(gen._Rows, "make_room", counting)
+    refilled = greedy_token_ids(model, tok, ids, cfg)
+    assert any(shifts)  # the window really moved
+    whole = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=24, max_rows=0))
+    single = _single(model, tok, ids, cfg)
+    assert sum(a == b for a, b in zip(refilled, single)) / len(ids) >= 0.95
+    assert sum(a == b for a, b in zip(whole, single)) / len(ids) >= 0.95
+
+
+def test_refill_with_early_endings_and_no_shared_prefix(model_tok):
+    """Rows end at different steps (an extra end-of-reply id) and the prompts share no prefix."""
+    model, tok = model_tok
+    ids = [tok(f"{i} " + "word " * (i % 6), add_special_tokens=False)["input_ids"] for i in range(10)]
+    cfg = GenerationConfig(max_new_tokens=16, max_rows=4)
+    free = greedy_token_ids(model, tok, ids, cfg)
+    stopper = sorted({t for r in free for t in r[2:]}, key=lambda t: -sum(r.count(t) for r in free))[0]
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [tok.eos_token_id, stopper]
+    try:
+        early = greedy_token_ids(model, tok, ids, cfg)
+        single = _single(model, tok, ids, cfg)
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert len({len(r) for r in early}) > 1
+    assert sum(a == b for a, b in zip(early, single)) / len(ids) >= 0.95
+    for before, after in zip(free, early):
+        cut = before.index(stopper) if stopper in before else len(before)
+        assert after == before[:cut]
+
+
+def test_padded_path_for_special_caches(model_tok, monkeypatch):
+    """Models whose cache the slot buffer can't hold (sliding windows, ...) take the padded path."""
+    import sdft.generation as gen
+
+    model, tok = model_tok
+    ids = tokenize_prompts(tok, _prompts(tok, 6))
+    cfg = GenerationConfig(max_new_tokens=10)
+    fast = greedy_token_ids(model, tok, ids, cfg)
+    monkeypatch.setattr(gen, "_plain_layers", lambda m: False)
+    assert greedy_token_ids(model, tok, ids, cfg) == fast
+
+
+def test_a_batch_does_not_depend_on_the_others(model_tok):
+    """What resume and sharding rely on: a batch's replies are the same whichever batches run."""
+    from sdft.generation import iter_generate
+
+    model, tok = model_tok
+    prompts = _prompts(tok, 10)
+    cfg = GenerationConfig(max_new_tokens=8, batch_size=4, max_rows=2)
+    everything = {n: texts for n, _, texts in iter_generate(model, tok, prompts, cfg, progress=False)}
+    alone = {n: texts for n, _, texts in iter_generate(model, tok, prompts, cfg, skip=frozenset({0, 2}),
+                                                      progress=False)}
+    assert list(alone) == [1]
+    assert alone[1] == everything[1]

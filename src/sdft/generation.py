@@ -1,14 +1,21 @@
 """Batched greedy generation that keeps the cores busy.
 
-Prompts are sorted by length into batches (so little padding is computed), left-padded, run with a
-KV cache, and rows that finish are dropped from the batch so later steps only pay for live rows.
-The batch plan depends only on the prompts and the settings, which is what lets a stage resume at a
-batch boundary and still produce exactly the output of an uninterrupted run.
+Prompts are sorted by length into batches; a batch is the unit that is resumed, sharded across
+processes and yielded. Within a batch, up to `max_rows` rows decode together against one
+pre-allocated KV cache, and a row that finishes hands its place to the batch's next waiting prompt,
+so the matrix multiplies stay wide instead of trailing off with a few long replies. The prompt prefix
+that every prompt of a batch shares (the chat template and system prompt of a distillation template)
+is run once and copied to every row.
+
+Every choice made while decoding a batch depends only on that batch's prompts and the settings,
+which is what lets a stage resume at a batch boundary, or split batches across processes, and still
+produce exactly the output of one uninterrupted run.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -19,9 +26,14 @@ from tqdm.auto import tqdm
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 256
-    batch_size: int = 32
-    max_batch_tokens: int = 32768  # caps batch rows x (prompt + new tokens): bounds KV-cache memory
+    batch_size: int = 32  # prompts per planned batch: the unit that is resumed, sharded and yielded
+    max_batch_tokens: int = 32768  # caps a batch's prompts x (prompt + new tokens): bounds KV-cache memory
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # Rows decoded at once; a batch with more prompts refills rows as replies finish. On two CPU cores
+    # 64 rows get most of the matrix-multiply efficiency (96 adds ~5% for 50% more KV memory); on a GPU
+    # raise it. 0: the whole batch at once.
+    max_rows: int = 64
+    prefill_tokens: int = 2048  # prompt tokens per prefill forward: bounds activation memory
 
 
 def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int, max_batch_tokens: int) -> list[list[int]]:
@@ -56,54 +68,297 @@ def _cut_at_stop(text: str, stop: Iterable[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def _common_prefix(prompt_ids: list[list[int]]) -> int:
+    first, n = prompt_ids[0], min(len(p) for p in prompt_ids)
+    for k in range(n):
+        if any(p[k] != first[k] for p in prompt_ids):
+            return k
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# The KV cache: one pre-allocated buffer per layer, rows right-aligned at a shared write column.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Rows:
+    """KV buffers for up to `rows` sequences of at most `cols` columns.
+
+    Every live row's newest token sits in column `hi - 1`; columns before a row's first token are
+    masked out. Live rows are always slots 0..n-1 (a finished row is replaced by the last one), so
+    each step's cache is a view, never a copy. `lo` trims the columns no live row uses any more.
+    """
+
+    def __init__(self, like, rows: int, cols: int, start: int):
+        def buffer(t: torch.Tensor) -> torch.Tensor:
+            # zeros, not empty: masked columns still enter q.k, and stale garbage could hold NaN
+            return torch.zeros((rows, t.shape[1], cols, t.shape[3]), dtype=t.dtype, device=t.device)
+
+        self.k = [buffer(layer.keys) for layer in like.layers]
+        self.v = [buffer(layer.values) for layer in like.layers]
+        device = like.layers[0].keys.device
+        self.mask = torch.zeros((rows, cols), dtype=torch.long, device=device)
+        self.next = torch.zeros(rows, dtype=torch.long, device=device)  # token each row feeds next
+        self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # position of each row's newest token
+        self.n, self.lo, self.hi, self.start = 0, start, start, start
+        self.cache = _slot_cache(self)
+
+    def insert(self, cache, mask, pos, first) -> None:
+        """Append the rows of a prefilled cache (width w) as slots n.., ending at column hi."""
+        g, w = mask.shape
+        a, b = self.n, self.n + g
+        for i, layer in enumerate(cache.layers):
+            self.k[i][a:b, :, self.hi - w:self.hi] = layer.keys
+            self.v[i][a:b, :, self.hi - w:self.hi] = layer.values
+        self.mask[a:b] = 0
+        self.mask[a:b, self.hi - w:self.hi] = mask
+        self.pos[a:b], self.next[a:b] = pos, first
+        self.n, self.lo = b, min(self.lo, self.hi - w)
+
+    def remove(self, slot: int) -> None:
+        """Drop a row: the last live row moves into its slot."""
+        last = self.n - 1
+        if slot != last:
+            lo, hi = self.lo, self.hi
+            for t in (*self.k, *self.v):
+                t[slot, :, lo:hi] = t[last, :, lo:hi]
+            self.mask[slot] = self.mask[last]  # whole row: columns left of lo may come back into use
+            self.pos[slot], self.next[slot] = self.pos[last], self.next[last]
+        self.n = last
+
+    def trim(self) -> None:
+        """Skip leading columns that no live row attends to any more."""
+        if self.n == 0:
+            self.lo = self.hi
+            return
+        used = self.mask[:self.n, self.lo:self.hi].any(0)
+        self.lo += int(used.int().argmax())
+
+    def make_room(self) -> None:
+        """Before writing column hi: when the buffer is full, shift the used window left."""
+        cols = self.mask.shape[1]
+        if self.hi < cols:
+            return
+        # keep hi >= start so any waiting prompt (at most `start` wide) still fits before it
+        shift = min(self.lo, self.hi - self.start)
+        if shift <= 0:
+            raise RuntimeError("KV buffer too small")  # can't happen: cols leaves room for max_new_tokens
+        lo, hi = self.lo, self.hi
+        for t in (*self.k, *self.v):
+            t[:self.n, :, lo - shift:hi - shift] = t[:self.n, :, lo:hi].clone()
+        self.mask[:self.n, lo - shift:hi - shift] = self.mask[:self.n, lo:hi].clone()
+        self.mask[:, hi - shift:] = 0
+        self.lo, self.hi = lo - shift, hi - shift
+
+
+def _slot_cache(rows: _Rows):
+    """A transformers cache whose layers read and write the `_Rows` buffers."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class _Layer(DynamicLayer):
+        def __init__(self, i: int):  # no super().__init__: keys/values are views, not attributes
+            self.i, self.is_initialized = i, True
+            self.dtype, self.device = rows.k[i].dtype, rows.k[i].device
+
+        @property
+        def keys(self):
+            return rows.k[self.i][:rows.n, :, rows.lo:rows.hi]
+
+        @property
+        def values(self):
+            return rows.v[self.i][:rows.n, :, rows.lo:rows.hi]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            q = key_states.shape[-2]
+            rows.k[self.i][:rows.n, :, rows.hi:rows.hi + q] = key_states
+            rows.v[self.i][:rows.n, :, rows.hi:rows.hi + q] = value_states
+            return (rows.k[self.i][:rows.n, :, rows.lo:rows.hi + q],
+                    rows.v[self.i][:rows.n, :, rows.lo:rows.hi + q])
+
+        def get_seq_length(self) -> int:
+            return rows.hi - rows.lo
+
+    cache = DynamicCache()
+    cache.layers = [_Layer(i) for i in range(len(rows.k))]
+    return cache
+
+
+def _plain_layers(model) -> bool:
+    """The slot cache handles models whose every layer keeps a full, growing KV cache (no sliding windows)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if getattr(model.config, "is_encoder_decoder", False):
+        return False
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+
 @torch.inference_mode()
 def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
     """Greedy-decode one batch; returns each row's new token ids (end-of-reply token excluded)."""
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos_ids = stop_token_ids(model, tokenizer)
-    width = max(len(p) for p in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for row, ids in enumerate(prompt_ids):
-        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        attention[row, width - len(ids):] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    if not prompt_ids or cfg.max_new_tokens <= 0:
+        return [[] for _ in prompt_ids]
+    if not _plain_layers(model):
+        return _greedy_padded(model, tokenizer, prompt_ids, cfg)
+    return _greedy_refill(model, tokenizer, prompt_ids, cfg)
 
+
+class _Replies:
+    """Per-prompt token lists and the end-of-reply rules (EOS, length, stop strings)."""
+
+    def __init__(self, n: int, eos: set[int], tokenizer, cfg: GenerationConfig):
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.eos, self.tokenizer, self.cfg = eos, tokenizer, cfg
+        self.tail = max((len(s) for s in cfg.stop), default=0) + 2
+
+    def add(self, row: int, tok: int) -> bool:
+        """Record a token; True when the reply is finished."""
+        if tok in self.eos:
+            return True
+        ids = self.ids[row]
+        ids.append(tok)
+        if len(ids) >= self.cfg.max_new_tokens:
+            return True
+        # decoding a short tail is only worth it when there are stop strings to look for
+        return bool(self.cfg.stop) and any(s in self.tokenizer.decode(ids[-self.tail:]) for s in self.cfg.stop)
+
+
+def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
     from transformers import DynamicCache
 
-    cache = DynamicCache()
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    replies = _Replies(len(prompt_ids), stop_token_ids(model, tokenizer), tokenizer, cfg)
+    n_rows = min(cfg.max_rows, len(prompt_ids)) if cfg.max_rows > 0 else len(prompt_ids)
+
+    # The shared prefix is computed once; every row keeps at least one token of its own, whose
+    # logits give the row's first reply token.
+    prefix_len = min(_common_prefix(prompt_ids), min(len(p) for p in prompt_ids) - 1)
+    prefix_kv = None
+    if prefix_len >= 8:
+        pc = DynamicCache()
+        model(input_ids=torch.tensor([prompt_ids[0][:prefix_len]], device=device), past_key_values=pc,
+              use_cache=True, logits_to_keep=1)
+        prefix_kv = [(layer.keys, layer.values) for layer in pc.layers]
+    else:
+        prefix_len = 0
+
+    widest = max(len(p) for p in prompt_ids)
+    slack = max(32, (widest + cfg.max_new_tokens) // 8)  # columns between window shifts
+    rows: _Rows | None = None
+    slot_prompt: list[int] = []  # slot -> prompt index
+    waiting = deque(range(len(prompt_ids)))
+
+    def prefill(group: list[int]) -> None:
+        nonlocal rows
+        suffixes = [prompt_ids[i][prefix_len:] for i in group]
+        s = max(len(x) for x in suffixes)
+        ids = torch.full((len(group), s), pad_id, dtype=torch.long)
+        pos = torch.full((len(group), s), prefix_len, dtype=torch.long)
+        mask = torch.zeros((len(group), prefix_len + s), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for r, x in enumerate(suffixes):  # [prefix | padding | suffix]: the prefix cache stays shared
+            ids[r, s - len(x):] = torch.tensor(x)
+            pos[r, s - len(x):] = torch.arange(prefix_len, prefix_len + len(x))
+            mask[r, prefix_len + s - len(x):] = 1
+        ids, pos, mask = ids.to(device), pos.to(device), mask.to(device)
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(prefix_kv or []):
+            cache.update(k.expand(len(group), -1, -1, -1), v.expand(len(group), -1, -1, -1), i)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        first = out.logits[:, -1].argmax(-1)
+        if rows is None:
+            rows = _Rows(cache, n_rows, widest + cfg.max_new_tokens + slack, start=widest)
+        base = rows.n
+        rows.insert(cache, mask, pos[:, -1], first)
+        slot_prompt.extend(group)
+        finish(range(base, rows.n), first.tolist())
+
+    def finish(slots: range, tokens: list[int]) -> None:
+        done = [j for j, tok in zip(slots, tokens) if replies.add(slot_prompt[j], tok)]
+        for j in reversed(done):  # highest first, so every move takes a row that is still live
+            rows.remove(j)
+            slot_prompt[j] = slot_prompt[-1]
+            slot_prompt.pop()
+        if done:
+            rows.trim()
+
+    def admit() -> None:
+        while waiting and len(slot_prompt) < n_rows:
+            free = n_rows - len(slot_prompt)
+            group = [waiting.popleft()]
+            width = len(prompt_ids[group[0]]) - prefix_len
+            while waiting and len(group) < free and (len(group) + 1) * width <= cfg.prefill_tokens:
+                group.append(waiting.popleft())
+            prefill(group)
+
+    refill_at = max(1, n_rows // 8)  # free rows worth a prefill forward of their own
+    admit()
+    while slot_prompt or waiting:
+        if waiting and (not slot_prompt or n_rows - len(slot_prompt) >= refill_at):
+            admit()
+            continue
+        rows.make_room()
+        n, hi = rows.n, rows.hi
+        rows.mask[:n, hi] = 1
+        rows.pos[:n] += 1
+        out = model(input_ids=rows.next[:n, None], attention_mask=rows.mask[:n, rows.lo:hi + 1],
+                    position_ids=rows.pos[:n, None], past_key_values=rows.cache, use_cache=True)
+        rows.hi = hi + 1
+        rows.next[:n] = out.logits[:, -1].argmax(-1)
+        finish(range(n), rows.next[:n].tolist())
+    return replies.ids
+
+
+def _greedy_padded(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
+    """The general path (sliding-window and other special caches): the whole batch left-padded at once,
+    finished rows dropped from the cache."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    replies = _Replies(len(prompt_ids), stop_token_ids(model, tokenizer), tokenizer, cfg)
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompt_ids), width + cfg.max_new_tokens), dtype=torch.long)
+    for row, ids in enumerate(prompt_ids):
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids):width] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
+
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=input_ids, attention_mask=attention[:, :width], position_ids=positions,
                 past_key_values=cache, use_cache=True, logits_to_keep=1)
     next_tokens = out.logits[:, -1].argmax(-1)
     last_pos = positions[:, -1]
     alive = list(range(len(prompt_ids)))  # batch row -> prompt index
-    generated: list[list[int]] = [[] for _ in prompt_ids]
-    tail = max((len(s) for s in cfg.stop), default=0) + 2
     for step in range(cfg.max_new_tokens):
-        keep = []
-        for j, row in enumerate(alive):
-            tok = int(next_tokens[j])
-            if tok in eos_ids:
-                continue
-            generated[row].append(tok)
-            if cfg.stop and any(s in tokenizer.decode(generated[row][-tail:]) for s in cfg.stop):
-                continue
-            keep.append(j)
-        if not keep or step == cfg.max_new_tokens - 1:
+        keep = [j for j, tok in enumerate(next_tokens.tolist()) if not replies.add(alive[j], tok)]
+        if not keep:
             break
         if len(keep) < len(alive):
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
             attention, next_tokens, last_pos = attention[index], next_tokens[index], last_pos[index]
             alive = [alive[j] for j in keep]
-        attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=1)
+        attention[:, width + step] = 1  # the mask is allocated once; each step uses one more column
         last_pos = last_pos + 1
-        out = model(input_ids=next_tokens[:, None], attention_mask=attention, position_ids=last_pos[:, None],
-                    past_key_values=cache, use_cache=True)
+        out = model(input_ids=next_tokens[:, None], attention_mask=attention[:, :width + step + 1],
+                    position_ids=last_pos[:, None], past_key_values=cache, use_cache=True)
         next_tokens = out.logits[:, -1].argmax(-1)
-    return generated
+    return replies.ids
 
 
 def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tuple[list[str], int]:
