@@ -21,6 +21,15 @@ from sdft.generation import GenerationConfig, iter_generate, plan_batches, token
 from sdft.io import atomic_write, fsync_dir, write_json
 
 
+def process_state():
+    """This process's place among `accelerate launch` processes (rank 0 of 1 when not launched)."""
+    import torch
+    from accelerate import PartialState
+
+    # Without GPUs, accelerate joins the launched processes into one group only when asked for CPU.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 class StaleStateError(RuntimeError):
     """Saved partial results belong to different inputs or settings."""
 
@@ -28,9 +37,7 @@ class StaleStateError(RuntimeError):
 def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConfig, parts: Path, key: str,
                        force: bool = False, desc: str = "generate", progress: bool = True) -> list[str]:
     """Replies to `prompts` in input order, every process returning the full list."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     parts = Path(parts)
     manifest = parts / "manifest.json"
     ids = tokenize_prompts(tokenizer, prompts)
@@ -73,9 +80,7 @@ def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConf
 
 def finish(parts: Path) -> None:
     """Drop the parts folder once the final file is in place (main process only)."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     state.wait_for_everyone()
     if state.is_main_process:
         remove_tree(Path(parts))

@@ -18,7 +18,7 @@ from sdft.distill.templates import DistillTemplate, get_template, render_distill
 from sdft.distill.verify import check
 from sdft.generation import GenerationConfig, tokenize_prompts
 from sdft.io import atomic_write, write_json
-from sdft.resume import StaleStateError, finish, generate_resumable
+from sdft.resume import StaleStateError, finish, generate_resumable, process_state
 
 
 @dataclass
@@ -101,9 +101,7 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
             cfg: DistillConfig, force: bool = False, max_context: int | None = None,
             progress: bool = True) -> dict:
     """Run (or resume) distillation into `out` (JSONL); returns the summary."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     out = Path(out)
     template = get_template(cfg.template, task)
     prompts = [render_distill_prompt(tokenizer, template, ex) for ex in examples]

@@ -10,7 +10,7 @@ from sdft.data.example import Example
 from sdft.distill.templates import render_chat
 from sdft.generation import GenerationConfig
 from sdft.io import atomic_write
-from sdft.resume import finish, generate_resumable
+from sdft.resume import finish, generate_resumable, process_state
 
 
 def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig) -> str:
@@ -25,8 +25,6 @@ def generate_file(spec, adapter: str | None, examples: list[Example], out: str |
                   max_new_tokens: int = 512, system: str | None = None, force: bool = False,
                   model=None, tokenizer=None, progress: bool = True) -> int:
     """Write one row per example (id, prompt, output, reference, generator) in input order."""
-    from accelerate import PartialState
-
     from sdft.models import load_model
 
     out = Path(out)
@@ -38,7 +36,7 @@ def generate_file(spec, adapter: str | None, examples: list[Example], out: str |
     parts = out.with_name(out.name + ".parts")
     replies = generate_resumable(model, tokenizer, prompts, gen, parts, key, force=force, progress=progress)
     generator = spec.name + (f"+{Path(adapter).name}" if adapter else "")
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         with atomic_write(out) as f:
             for ex, reply in zip(examples, replies):
                 row = {"id": ex.id, "prompt": ex.prompt, "output": reply, "reference": ex.response,
