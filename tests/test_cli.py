@@ -82,3 +82,15 @@ def test_run_recipe_end_to_end(tiny_model, tmp_path):
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["model"]["name"] == tiny_model and resolved["seeds"] == [42]
     assert json.loads((out / "environment.json").read_text())["packages"]["transformers"]
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed")
+    out = tmp_path / "d.jsonl"
+    code = main(["distill", "--model", tiny_model, "--data", "builtin:arithmetic?n=2", "--task", "math",
+                 "--out", str(out), "--backend", "vllm"])
+    assert code == 2 and "pip install 'sdft[vllm]'" in capsys.readouterr().err
+    assert not out.exists()

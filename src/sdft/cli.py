@@ -25,12 +25,16 @@ def _examples(source: str, columns: str | None, limit: int | None, require_respo
 def cmd_distill(args) -> int:
     from sdft.distill.stage import DistillConfig, distill
     from sdft.distill.templates import get_template
-    from sdft.models import ModelSpec, load_model
+    from sdft.models import ModelSpec, load_model, load_tokenizer
 
     get_template(args.template, args.task)  # a bad template fails before the model loads
     examples = _examples(args.data, args.columns, args.limit)
-    model, tok = load_model(ModelSpec(args.model, args.dtype, args.device, args.trust_remote_code))
-    cfg = DistillConfig(args.template, args.batch_size, args.max_new_tokens, args.max_batch_tokens)
+    cfg = DistillConfig(args.template, args.batch_size, args.max_new_tokens, args.max_batch_tokens,
+                        args.backend, args.tensor_parallel, args.data_parallel)
+    if args.backend == "vllm":  # vLLM loads the weights itself
+        model, tok = None, load_tokenizer(args.model, args.trust_remote_code)
+    else:
+        model, tok = load_model(ModelSpec(args.model, args.dtype, args.device, args.trust_remote_code))
     summary = distill(model, tok, args.model, examples, args.task, args.out, cfg, force=args.force,
                       max_context=args.max_context)
     _print_summary(summary, args.out)
@@ -151,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-batch-tokens", type=int, default=32768)
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+                   help="vllm: GPU engine (pip install 'sdft[vllm]')")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="vllm: GPUs per model replica")
+    p.add_argument("--data-parallel", type=int, default=1, help="vllm: model replicas sharing the prompts")
     p.add_argument("--max-context", type=int, help="tokens a prompt plus its reply may take (default: the "
                    "model's); longer rows keep their original response (reject_reason too_long)")
     p.add_argument("--force", action="store_true", help="redo from scratch")
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"sdft {args.command}: bad input:\n{e.render()}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConfigError, StaleStateError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, StaleStateError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"sdft {args.command}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # disk full, permissions, I/O: one line naming the file, not a traceback

@@ -27,6 +27,9 @@ class DistillConfig:
     batch_size: int = 32
     max_new_tokens: int = 512
     max_batch_tokens: int = 32768
+    backend: str = "transformers"  # or "vllm" (GPU only; see sdft.vllm_backend)
+    tensor_parallel: int = 1  # vllm: GPUs per model replica
+    data_parallel: int = 1  # vllm: model replicas, each on a shard of the prompts
 
 
 def summary_path(out: Path) -> Path:
@@ -120,8 +123,18 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     too_long = {i for i, n in enumerate(lengths) if n + cfg.max_new_tokens > limit}
     live = [i for i in range(len(examples)) if i not in too_long]
     gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens)
-    texts = generate_resumable(model, tokenizer, [prompts[i] for i in live], gen, parts_dir(out), key,
-                               force=force, desc="distill", progress=progress)
+    if cfg.backend == "vllm":
+        # vLLM schedules the whole set itself; a killed vLLM run restarts this stage from the beginning.
+        from sdft.models import resolve_model
+        from sdft.vllm_backend import generate_vllm
+
+        texts = generate_vllm(resolve_model(model_name), [prompts[i] for i in live], gen,
+                              tensor_parallel_size=cfg.tensor_parallel, data_parallel_size=cfg.data_parallel)
+    elif cfg.backend == "transformers":
+        texts = generate_resumable(model, tokenizer, [prompts[i] for i in live], gen, parts_dir(out), key,
+                                   force=force, desc="distill", progress=progress)
+    else:
+        raise ValueError(f"unknown backend '{cfg.backend}'; use transformers or vllm")
     replies: list[str | None] = [None] * len(examples)
     for i, text in zip(live, texts):
         replies[i] = text
