@@ -12,7 +12,7 @@ max new tokens and stop at the same end-of-reply ids.
 Rounds alternate A and B so both see the same background load; medians over rounds are reported,
 and the fraction of A's prompts whose replies B reproduces token for token.
 
-  python benchmarks/distill_throughput.py                    # a few minutes on 2 CPU cores
+  python benchmarks/distill_throughput.py                    # ~6 minutes on 2 CPU cores
   python benchmarks/distill_throughput.py --data builtin:arithmetic --prompts 256 --rounds 3
 """
 
@@ -70,9 +70,9 @@ def main() -> int:
     p.add_argument("--model", default="default")
     p.add_argument("--data", default="auto", help="auto: GSM8K train if ../shared/data has it, else builtin:arithmetic")
     p.add_argument("--prompts", type=int, default=128, help="prompts B generates for")
-    p.add_argument("--reference-prompts", type=int, default=8, help="evenly spaced prompts A generates for (0: all)")
+    p.add_argument("--reference-prompts", type=int, default=6, help="evenly spaced prompts A generates for (0: all)")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256, help="B: prompts per planned (resumable) batch")
     p.add_argument("--max-rows", type=int, default=GenerationConfig.max_rows, help="B: rows decoded at once")
     p.add_argument("--max-batch-tokens", type=int, default=1 << 20)
@@ -130,7 +130,8 @@ def main() -> int:
     print("|---|---|---|")
     print(f"| A: transformers generate, batch 1 | {a_med:.1f} | {k} prompts |")
     print(f"| B: sdft.generation | {b_med:.1f} | {len(prompt_ids)} prompts |")
-    print(f"| B/A | {ratio:.1f} | per round: {', '.join(f'{x:.1f}' for x in ratios)} |")
+    print(f"| B/A | {ratio:.1f} | per round: {', '.join(f'{x:.1f}' for x in ratios)} "
+          f"(median {statistics.median(ratios):.1f}) |")
     print(f"| same tokens as A | {same:.0%} | {round(same * k)}/{k} prompts |")
     print()
     print(f"B processed {prompt_tokens / max(new_tokens, 1):.2f} prompt tokens per new token "

@@ -113,9 +113,9 @@ def test_refilled_rows_match_unbatched(model_tok, monkeypatch):
     shifts = []
     make_room = gen._Rows.make_room
 
-    def counting(self):
-        shifts.append(self.hi >= self.mask.shape[1])
-        make_room(self)
+    def counting(self, need=1):
+        shifts.append(self.hi + need > self.mask.shape[1])
+        make_room(self, need)
 
     monkeypatch.setattr(gen._Rows, "make_room", counting)
     refilled = greedy_token_ids(model, tok, ids, cfg)
@@ -171,3 +171,43 @@ def test_a_batch_does_not_depend_on_the_others(model_tok):
                                                       progress=False)}
     assert list(alone) == [1]
     assert alone[1] == everything[1]
+
+
+def _oracle(reference: dict[tuple, list[int]], wrong_after: int | None):
+    """A drafter that knows each reply (keyed by prompt) and turns wrong after `wrong_after` tokens."""
+
+    def draft(context, k):
+        for prompt, reply in reference.items():
+            if tuple(context[:len(prompt)]) == prompt:
+                done = len(context) - len(prompt)
+                right = reply[done:done + k]
+                if wrong_after is not None:
+                    right = right[:wrong_after] + [0] * (k - min(wrong_after, len(right)))
+                return right
+        return []
+
+    return draft
+
+
+@pytest.mark.parametrize("wrong_after", [None, 2, 0])
+def test_draft_verification_keeps_greedy_output(model_tok, monkeypatch, wrong_after):
+    """Few rows left: drafts are verified in one step. Right drafts save steps; wrong ones leave masked
+    holes that are packed away when the buffer fills; the replies stay the greedy ones."""
+    import sdft.generation as gen
+
+    model, tok = model_tok
+    ids = tokenize_prompts(tok, _prompts(tok, 3))
+    plain = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=40, draft_budget=0))
+    monkeypatch.setattr(gen, "_draft", _oracle({tuple(p): r for p, r in zip(ids, plain)}, wrong_after))
+    packs = []
+    repack = gen._Rows.repack
+    monkeypatch.setattr(gen._Rows, "repack", lambda self: (packs.append(1), repack(self)))
+    forward = model.forward
+    calls = []
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (calls.append(1), forward(*a, **k))[1])
+    drafted = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=40, draft_budget=30))
+    assert sum(a == b for a, b in zip(drafted, plain)) / len(ids) >= 0.95
+    if wrong_after is None:
+        assert len(calls) < 10  # ~4 steps of 9 verified tokens instead of 40 single ones
+    if wrong_after == 0:
+        assert packs  # every step left 9 masked columns
