@@ -82,6 +82,10 @@ def test_run_recipe_end_to_end(tiny_model, tmp_path):
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["model"]["name"] == tiny_model and resolved["seeds"] == [42]
     assert json.loads((out / "environment.json").read_text())["packages"]["transformers"]
+    stages = json.loads((out / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == ["distill", "train sft seed 42", "train sdft seed 42", "evaluate seed",
+                                            "evaluate sft seed 42", "evaluate sdft seed 42"]
+    assert all(s["seconds"] > 0 and s["peak_rss_mb"] > 100 for s in stages)
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys):

@@ -80,6 +80,28 @@ def test_response_nll_matches_hand_computation(tiny):
     assert response_nll(model, tok, prompts, responses, batch_size=1) == pytest.approx(got, abs=1e-5)
 
 
+def test_scoring_batches_keep_logits_within_budget(tiny, monkeypatch):
+    """A smaller logits budget means more, smaller batches and the same scores."""
+    from sdft.evaluate import likelihood
+
+    model, tok = tiny
+    prompts = [[{"role": "user", "content": f"Question {i}: " + "words " * (3 * i)}] for i in range(6)]
+    responses = [f"Answer {i} " + "more " * i for i in range(6)]
+    widths = []
+    real_score_batch = likelihood.score_batch
+    monkeypatch.setattr(likelihood, "score_batch",
+                        lambda m, rows, pad: widths.append(len(rows) * max(len(r.ids) for r in rows))
+                        or real_score_batch(m, rows, pad))
+    roomy = score_responses(model, tok, prompts, responses, batch_size=6)
+    assert len(widths) == 1
+    widths.clear()
+    vocab = model.config.vocab_size
+    monkeypatch.setitem(likelihood.LOGITS_BUDGET, "cpu", 4 * vocab * 256)  # 256 tokens a batch
+    tight = score_responses(model, tok, prompts, responses, batch_size=6)
+    assert len(widths) > 1 and all(w <= 256 for w in widths)
+    assert [s.nll for s in tight] == pytest.approx([s.nll for s in roomy], abs=1e-5)
+
+
 def test_empty_response_has_no_nll(tiny):
     model, tok = tiny
     scores = score_responses(model, tok, [[{"role": "user", "content": "hi"}]] * 2, ["", "ok"])

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sdft.data.example import Example
+from sdft.train.attention import register, supports_segments
 from sdft.train.data import IGNORE, PackedCollator, tokenize_example
 from sdft.train.trainer import _trainer_class
 
@@ -42,13 +43,17 @@ def test_packing_restarts_positions_and_shifts_targets():
     ])
     assert batch["input_ids"].tolist() == [[10, 11, 12, 20, 21]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert batch["segments"] == [0, 3, 5]
     # position t predicts token t+1 of its own sequence; nothing crosses the boundary
     assert batch["targets"].tolist() == [[11, 12, IGNORE, 21, IGNORE]]
 
 
-def test_packed_loss_equals_padded_loss(tiny_model, tok):
-    """The packed, response-only loss must equal the usual padded loss over the same response tokens."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+@pytest.mark.parametrize("attention", ["sdpa", "segments"])
+def test_packed_loss_equals_padded_loss(tiny_model, tok, attention):
+    """The packed, response-only loss must equal the usual padded loss over the same response tokens,
+    with the block-diagonal mask (sdpa) and with per-sequence attention."""
+    impl = register() if attention == "segments" else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=impl).eval()
     examples = [Example(id=str(i), instruction=q, response=r) for i, (q, r) in enumerate([
         ("What is 2+2?", "It is 4."), ("Name a fruit.", "An apple is a fruit, and so is a pear."),
         ("Hello", "Hi! How can I help you today?")])]
@@ -72,3 +77,33 @@ def test_packed_loss_equals_padded_loss(tiny_model, tok):
     padded_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                   ignore_index=IGNORE).item()
     assert packed_loss == pytest.approx(padded_loss, rel=1e-4)
+
+
+def test_segment_attention_keeps_sequences_apart(tiny_model):
+    """Changing the first sequence of a packed row leaves the second one's logits and gradients alone.
+    Positions run on through the row here, so the mask alone would not separate the sequences: only
+    the segments do (rotary attention depends on relative positions, so the shift itself is harmless)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=register())
+    second = [7, 8, 9, 10, 11]
+
+    def run(first):
+        model.zero_grad()
+        batch = PackedCollator()([{"input_ids": first, "labels": first}, {"input_ids": second, "labels": second}])
+        logits = model(input_ids=batch["input_ids"], segments=batch["segments"]).logits[0, len(first):]
+        logits.sum().backward()
+        return logits.detach(), model.model.embed_tokens.weight.grad[second].clone()
+
+    logits_a, grad_a = run([3, 4, 5])
+    logits_b, grad_b = run([30, 40, 50, 60, 70, 80])
+    assert torch.allclose(logits_a, logits_b, rtol=1e-4, atol=1e-5)
+    # summed logits give gradients in the thousands: compare relative to their size
+    assert (grad_a - grad_b).norm() / grad_a.norm() < 1e-4
+
+
+def test_segment_attention_only_where_attention_is_plain_causal(tiny_model):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model)
+    assert supports_segments(config)
+    config.sliding_window = 64
+    assert not supports_segments(config)

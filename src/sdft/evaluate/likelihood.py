@@ -21,6 +21,10 @@ from sdft.generation import plan_batches
 
 Prompt = list[dict] | str  # chat messages, or a prompt already rendered with the chat template
 
+# The logits of one scoring batch (rows x positions x vocabulary) dwarf everything else a forward
+# pass allocates; batches are sized so that they stay within this many bytes.
+LOGITS_BUDGET = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
+
 
 @dataclass
 class Encoded:
@@ -94,15 +98,26 @@ def score_batch(model, rows: list[Encoded], pad_id: int) -> list[ResponseScore]:
     return scores
 
 
+def default_batch_tokens(model, tokenizer) -> int:
+    """Tokens per scoring batch that keep its logits within LOGITS_BUDGET."""
+    vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
+    device = next(model.parameters()).device.type
+    bytes_per_logit = 4 if next(model.parameters()).dtype == torch.float32 else 2
+    return max(256, LOGITS_BUDGET.get(device, LOGITS_BUDGET["cpu"]) // (bytes_per_logit * vocab))
+
+
 def score_responses(model, tokenizer, prompts: list[Prompt], responses: list[str], batch_size: int = 16,
-                    max_batch_tokens: int = 8192) -> list[ResponseScore]:
+                    max_batch_tokens: int | None = None) -> list[ResponseScore]:
     """Log-likelihood of each response given its prompt, in input order.
 
-    Pairs are sorted by length into batches (rows x longest sequence <= max_batch_tokens, which bounds
-    the logits tensor); a pair longer than the model's context is cut, scoring the tokens that fit.
+    Pairs are sorted by length into batches (rows x longest sequence <= max_batch_tokens, by default
+    what keeps the logits tensor within LOGITS_BUDGET); a pair longer than the model's context is cut,
+    scoring the tokens that fit.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"prompts and responses differ in length: {len(prompts)} vs {len(responses)}")
+    if max_batch_tokens is None:
+        max_batch_tokens = default_batch_tokens(model, tokenizer)
     limit = _context_limit(model, tokenizer)
     encoded = [encode_pair(tokenizer, p, r, limit) for p, r in zip(prompts, responses)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

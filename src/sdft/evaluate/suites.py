@@ -25,6 +25,7 @@ from sdft.evaluate import (
 )
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
 from sdft.io import write_json, write_jsonl
+from sdft.memory import release_freed_memory
 from sdft.models import ModelSpec
 
 
@@ -108,4 +109,5 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
                            progress=progress)
         results[name] = write_suite(ctx.suite_dir, name, SUITES[name].run(ctx))
         ctx.cleanup()
+        release_freed_memory()
     return {name: results[name] for name in names}

@@ -6,6 +6,7 @@ skips finished stages and resumes unfinished ones; `force` redoes everything.
 
 Run folder layout:
     config.yaml, environment.json        resolved config, library versions, seeds
+    stages.json                          wall time and peak memory of each stage of the latest run
     distilled.jsonl (+ .summary.json)    the distilled training set with provenance
     train/{sft,sdft}/seed-N/             adapter/, train_log.jsonl, loss.png, train_summary.json
     eval/seed/<suite>/                   predictions.jsonl, metrics.json
@@ -15,16 +16,20 @@ Run folder layout:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
+import resource
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from sdft.config import RunConfig
 from sdft.io import atomic_write, write_json
+from sdft.memory import release_freed_memory
 
 METHODS = {"sft": "original", "sdft": "response"}  # method -> distilled-file column it trains on
 
@@ -57,6 +62,28 @@ def eval_dir(out: Path, method: str, seed: int | None = None) -> Path:
     return out / "eval" / method if seed is None else out / "eval" / method / f"seed-{seed}"
 
 
+class StageLog:
+    """Wall time and the process's peak resident memory so far, per stage, kept in stages.json.
+
+    Peak memory only grows, so a stage's figure is the highest of it and every stage before: the
+    stage where the figure jumps is the one that needed the memory. After each stage the memory it
+    freed is handed back to the system, so that the next stage starts from the same footprint."""
+
+    def __init__(self, path: Path):
+        self.path, self.stages = path, []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        release_freed_memory()
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        self.stages.append({"stage": name, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb)})
+        write_json(self.path, self.stages)
+        print(f"      {name}: {seconds:.0f} s, peak memory so far {peak_mb / 1024:.2f} GB", flush=True)
+
+
 def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = False) -> None:
     from sdft.data.load import load_examples
     from sdft.distill.stage import distill
@@ -68,25 +95,28 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
     with atomic_write(out / "config.yaml") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
     write_json(out / "environment.json", environment() | {"seeds": cfg.seeds})
+    stage = StageLog(out / "stages.json")
 
     # Validate every row before any model is loaded.
     examples = load_examples(cfg.data.source, cfg.data.columns, cfg.data.limit)
     print(f"[1/4] distill: {len(examples)} examples from {cfg.data.source} (task {cfg.data.task})", flush=True)
-    model, tok = load_model(cfg.model)
     distilled = out / "distilled.jsonl"
-    summary = distill(model, tok, cfg.model.name, examples, cfg.data.task, distilled, cfg.distill, force=force)
+    with stage("distill"):
+        model, tok = load_model(cfg.model)
+        summary = distill(model, tok, cfg.model.name, examples, cfg.data.task, distilled, cfg.distill, force=force)
+        del model
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["reject_reasons"].items()) or "none"
     print(f"      accepted {summary['accepted']}/{summary['rows']} distilled responses "
           f"({summary['accepted_pct']:.1f}%); fell back to the original: {reasons}", flush=True)
-    del model
 
     print("[2/4] train: SFT (original responses) and SDFT (distilled responses), same settings", flush=True)
     for seed in cfg.seeds:
         for method, column in METHODS.items():
             rows = load_examples(str(distilled), distilled_columns(column))
             tcfg = dataclasses.replace(cfg.train, seed=seed)
-            s = train(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.model.trust_remote_code,
-                      force=force)
+            with stage(f"train {method} seed {seed}"):
+                s = train(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.model.trust_remote_code,
+                          force=force)
             print(f"      {method} seed {seed}: {s['steps']} steps, final loss {s['final_loss']:.4f}", flush=True)
     plot_all_losses(out, cfg.seeds)
 
@@ -96,11 +126,13 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
 
     print(f"[3/4] evaluate seed, SFT and SDFT on: {', '.join(cfg.eval.suites)}", flush=True)
     seed_dir = eval_dir(out, "seed")
-    run_suites(cfg.model, None, cfg.eval, seed_dir, train_data=str(distilled), force=force)
+    with stage("evaluate seed"):
+        run_suites(cfg.model, None, cfg.eval, seed_dir, train_data=str(distilled), force=force)
     for seed in cfg.seeds:
         for method in METHODS:
-            run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
-                       eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
+            with stage(f"evaluate {method} seed {seed}"):
+                run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
+                           eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
 
     from sdft.report.build import build_report
 

@@ -1,7 +1,8 @@
 """Turning (prompt, response) examples into token ids with response-only targets, and packing them.
 
 Training is padding-free: the sequences of a step are concatenated into one row whose position ids
-restart at each sequence, which transformers turns into a block-diagonal causal mask. Targets are
+restart at each sequence, and whose sequence boundaries (`segments`) let attention run on each
+sequence alone (sdft.train.attention). Targets are
 stored already shifted (the token each position must predict), so the vocabulary projection can be
 computed at exactly the positions that carry a loss.
 """
@@ -55,8 +56,10 @@ class PackedCollator:
         ids: list[int] = []
         positions: list[int] = []
         targets: list[int] = []
+        segments = [0]
         for f in features:
             n = len(f["input_ids"])
+            segments.append(segments[-1] + n)
             ids.extend(f["input_ids"])
             positions.extend(range(n))
             # position t predicts token t+1 of the same sequence; the last position predicts nothing
@@ -65,4 +68,5 @@ class PackedCollator:
             "input_ids": torch.tensor([ids], dtype=torch.long),
             "position_ids": torch.tensor([positions], dtype=torch.long),
             "targets": torch.tensor([targets], dtype=torch.long),
+            "segments": segments,
         }

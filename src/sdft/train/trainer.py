@@ -66,6 +66,17 @@ def _trainer_class():
     return _Trainer
 
 
+def attention_for(model_name: str, trust_remote_code: bool = False) -> str:
+    """Per-sequence attention over packed rows where the model's attention is plain causal, else sdpa."""
+    from transformers import AutoConfig
+
+    from sdft.models import resolve_model
+    from sdft.train import attention
+
+    config = AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code)
+    return attention.register() if attention.supports_segments(config) else "sdpa"
+
+
 def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig):
     """Tokenized rows plus how many were skipped because the prompt alone exceeds max_length."""
     from datasets import Dataset
@@ -124,7 +135,7 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"))
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model(model_name), dtype=torch.float32 if dtype == torch.bfloat16 else dtype,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, attn_implementation=attention_for(model_name, trust_remote_code),
     )
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
