@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from sdft.data.load import load_examples  # noqa: E402
 from sdft.distill.templates import get_template, render_distill_prompt  # noqa: E402
-from sdft.generation import GenerationConfig, greedy_token_ids, plan_batches, stop_token_ids, tokenize_prompts  # noqa: E402
+from sdft.generation import GenerationConfig, greedy_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
 from sdft.models import ModelSpec, load_model  # noqa: E402
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "gsm8k_train.json"
@@ -59,7 +59,7 @@ def engine(model, tok, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tu
     """B: the engine batch by batch, exactly as iter_generate drives it (minus turning ids into text)."""
     replies: list[list[int]] = [[] for _ in prompt_ids]
     start = time.perf_counter()
-    for batch in plan_batches([len(p) for p in prompt_ids], cfg.batch_size, cfg.max_new_tokens, cfg.max_batch_tokens):
+    for batch in plan_generation(prompt_ids, cfg):
         for i, ids in zip(batch, greedy_token_ids(model, tok, [prompt_ids[i] for i in batch], cfg)):
             replies[i] = ids
     return replies, time.perf_counter() - start

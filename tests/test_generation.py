@@ -32,6 +32,10 @@ def test_plan_batches_sorted_complete_and_bounded():
     assert all(len(b) <= 3 for b in batches)
     tight = plan_batches(lengths, batch_size=8, max_new_tokens=10, max_batch_tokens=130)
     assert all(len(b) * (max(lengths[i] for i in b) + 10) <= 130 for b in tight)
+    # Refilled batches run at most rows_at_once rows together: only those count towards the cap.
+    refilled = plan_batches(lengths, batch_size=8, max_new_tokens=10, max_batch_tokens=130, rows_at_once=2)
+    assert all(min(len(b), 2) * (max(lengths[i] for i in b) + 10) <= 130 for b in refilled)
+    assert max(len(b) for b in refilled) > max(len(b) for b in tight)
 
 
 def test_batched_matches_unbatched_greedy(model_tok):

@@ -29,8 +29,9 @@ def cmd_distill(args) -> int:
 
     get_template(args.template, args.task)  # a bad template fails before the model loads
     examples = _examples(args.data, args.columns, args.limit)
-    cfg = DistillConfig(args.template, args.batch_size, args.max_new_tokens, args.max_batch_tokens,
-                        args.backend, args.tensor_parallel, args.data_parallel)
+    cfg = DistillConfig(template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows, backend=args.backend,
+                        tensor_parallel=args.tensor_parallel, data_parallel=args.data_parallel)
     if args.backend == "vllm":  # vLLM loads the weights itself
         model, tok = None, load_tokenizer(args.model, args.trust_remote_code)
     else:
@@ -141,6 +142,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sdft.distill.stage import DistillConfig  # the distill flags' defaults
+
     parser = argparse.ArgumentParser(prog="sdft", description="Self-Distillation Fine-Tuning for chat models")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -152,9 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="map columns, e.g. prompt=question,response=answer")
     p.add_argument("--limit", type=int)
     p.add_argument("--template", help="using, refer, math, or a template file")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--max-batch-tokens", type=int, default=32768)
+    p.add_argument("--batch-size", type=int, default=DistillConfig.batch_size,
+                   help="prompts per batch: the unit of resume and of sharding across processes")
+    p.add_argument("--max-new-tokens", type=int, default=DistillConfig.max_new_tokens)
+    p.add_argument("--max-batch-tokens", type=int, default=DistillConfig.max_batch_tokens,
+                   help="rows decoding at once x (prompt + new tokens): bounds KV-cache memory")
+    p.add_argument("--max-rows", type=int, default=DistillConfig.max_rows,
+                   help="rows decoding at once; finished rows take the next prompt (raise on a GPU)")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
                    help="vllm: GPU engine (pip install 'sdft[vllm]')")
     p.add_argument("--tensor-parallel", type=int, default=1, help="vllm: GPUs per model replica")

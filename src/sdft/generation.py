@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 class GenerationConfig:
     max_new_tokens: int = 256
     batch_size: int = 32  # prompts per planned batch: the unit that is resumed, sharded and yielded
-    max_batch_tokens: int = 32768  # caps a batch's prompts x (prompt + new tokens): bounds KV-cache memory
+    # Caps rows decoded at once x (longest prompt + new tokens) in a batch: bounds KV-cache memory.
+    max_batch_tokens: int = 32768
     stop: tuple[str, ...] = field(default_factory=tuple)
     # Rows decoded at once; a batch with more prompts refills rows as replies finish. On two CPU cores
     # 64 rows get most of the matrix-multiply efficiency (96 adds ~5% for 50% more KV memory); on a GPU
@@ -41,20 +42,33 @@ class GenerationConfig:
     draft_budget: int = 32
 
 
-def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int, max_batch_tokens: int) -> list[list[int]]:
-    """Group prompt indices into batches of similar length, longest first (memory peaks early)."""
+def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int, max_batch_tokens: int,
+                 rows_at_once: int = 0) -> list[list[int]]:
+    """Group prompt indices into batches of similar length, longest first (memory peaks early).
+
+    A batch is closed when it has `batch_size` prompts, or when the rows it runs at once (all of them,
+    or at most `rows_at_once` when that is set) times its widest sequence would pass `max_batch_tokens`.
+    """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         width = (lengths[current[0]] if current else lengths[i]) + max_new_tokens
-        if current and (len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens):
+        rows = len(current) + 1 if rows_at_once <= 0 else min(len(current) + 1, rows_at_once)
+        if current and (len(current) >= batch_size or rows * width > max_batch_tokens):
             batches.append(current)
             current = []
         current.append(i)
     if current:
         batches.append(current)
     return batches
+
+
+def plan_generation(prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
+    """The batches `iter_generate` runs: a function of the prompts and the settings alone, so that a
+    resumed or sharded run plans exactly the same batches."""
+    return plan_batches([len(p) for p in prompt_ids], cfg.batch_size, cfg.max_new_tokens, cfg.max_batch_tokens,
+                        cfg.max_rows)
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -245,8 +259,10 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
     """Greedy-decode one batch; returns each row's new token ids (end-of-reply token excluded)."""
     if not prompt_ids or cfg.max_new_tokens <= 0:
         return [[] for _ in prompt_ids]
-    if not _plain_layers(model):
-        return _greedy_padded(model, tokenizer, prompt_ids, cfg)
+    if not _plain_layers(model):  # no refilling: max_rows rows at a time
+        step = cfg.max_rows if cfg.max_rows > 0 else len(prompt_ids)
+        return [ids for start in range(0, len(prompt_ids), step)
+                for ids in _greedy_padded(model, tokenizer, prompt_ids[start:start + step], cfg)]
     return _greedy_refill(model, tokenizer, prompt_ids, cfg)
 
 
@@ -456,7 +472,7 @@ def iter_generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, s
                   desc: str = "generate", progress: bool = True) -> Iterator[tuple[int, list[int], list[str]]]:
     """Yield (batch number, prompt indices, replies) batch by batch; batches in `skip` are not run."""
     prompt_ids = tokenize_prompts(tokenizer, prompts)
-    batches = plan_batches([len(p) for p in prompt_ids], cfg.batch_size, cfg.max_new_tokens, cfg.max_batch_tokens)
+    batches = plan_generation(prompt_ids, cfg)
     todo = sum(len(b) for n, b in enumerate(batches) if n not in skip)
     bar = tqdm(total=todo, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
     started, tokens = time.perf_counter(), 0

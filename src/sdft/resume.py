@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from sdft.generation import GenerationConfig, iter_generate, plan_batches, tokenize_prompts
+from sdft.generation import GenerationConfig, iter_generate, plan_generation, tokenize_prompts
 from sdft.io import atomic_write, fsync_dir, write_json
 
 
@@ -41,7 +41,7 @@ def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConf
     parts = Path(parts)
     manifest = parts / "manifest.json"
     ids = tokenize_prompts(tokenizer, prompts)
-    n_batches = len(plan_batches([len(p) for p in ids], gen.batch_size, gen.max_new_tokens, gen.max_batch_tokens))
+    n_batches = len(plan_generation(ids, gen))
     if state.is_main_process:
         if force:
             remove_tree(parts)

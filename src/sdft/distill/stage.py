@@ -24,9 +24,12 @@ from sdft.resume import StaleStateError, finish, generate_resumable, process_sta
 @dataclass
 class DistillConfig:
     template: str | None = None  # built-in name or file; None: the task's default
-    batch_size: int = 32
+    # Prompts per batch (the unit that is resumed and shared out across processes); within a batch at
+    # most max_rows rows decode at once, and a finished row takes the next waiting prompt.
+    batch_size: int = 256
     max_new_tokens: int = 512
-    max_batch_tokens: int = 32768
+    max_batch_tokens: int = 32768  # rows at once x (prompt + max_new_tokens): bounds KV-cache memory
+    max_rows: int = 64  # 64 suits 2-4 CPU cores; raise it on a GPU
     backend: str = "transformers"  # or "vllm" (GPU only; see sdft.vllm_backend)
     tensor_parallel: int = 1  # vllm: GPUs per model replica
     data_parallel: int = 1  # vllm: model replicas, each on a shard of the prompts
@@ -122,7 +125,7 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     lengths = [len(p) for p in tokenize_prompts(tokenizer, prompts)]
     too_long = {i for i, n in enumerate(lengths) if n + cfg.max_new_tokens > limit}
     live = [i for i in range(len(examples)) if i not in too_long]
-    gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens)
+    gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens, max_rows=cfg.max_rows)
     if cfg.backend == "vllm":
         # vLLM schedules the whole set itself; a killed vLLM run restarts this stage from the beginning.
         from sdft.models import resolve_model
