@@ -48,6 +48,26 @@ def _tiny_model_dir(root: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def interrupt_generation(monkeypatch):
+    """interrupt_generation(n): the next generation raises KeyboardInterrupt (as Ctrl-C would) once n
+    batches are done; interrupt_generation(None) lets generation run through again."""
+    import sdft.resume
+
+    real = sdft.resume.iter_generate
+
+    def arm(batches: int | None) -> None:
+        def interrupted(*args, **kwargs):
+            for i, item in enumerate(real(*args, **kwargs)):
+                if i == batches:
+                    raise KeyboardInterrupt
+                yield item
+
+        monkeypatch.setattr(sdft.resume, "iter_generate", real if batches is None else interrupted)
+
+    return arm
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """Path of a tiny random chat model saved on disk (loads like any hub model, nothing downloaded)."""

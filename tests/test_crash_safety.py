@@ -203,50 +203,34 @@ def test_real_full_disk_on_tmpfs(tiny_model, tmp_path, capsys):
 # ---------------------------------------------------------------- interrupted generate and eval
 
 
-def test_interrupted_generate_resumes(tiny_model, tmp_path, monkeypatch, capsys):
+def test_interrupted_generate_resumes(tiny_model, tmp_path, interrupt_generation, capsys):
     def generate(out: Path) -> int:
         return main(["generate", "--model", tiny_model, "--data", "builtin:arithmetic?n=8", "--out", str(out),
                      "--batch-size", "2", "--max-new-tokens", "8"])
 
     clean = tmp_path / "clean.jsonl"
     assert generate(clean) == 0
-    real = sdft.resume.iter_generate
-
-    def interrupted(*args, **kwargs):  # Ctrl-C after two batches
-        for i, item in enumerate(real(*args, **kwargs)):
-            if i == 2:
-                raise KeyboardInterrupt
-            yield item
-
-    monkeypatch.setattr(sdft.resume, "iter_generate", interrupted)
+    interrupt_generation(2)
     out = tmp_path / "out.jsonl"
     assert generate(out) == 130
     assert not out.exists() and len(batches(tmp_path / "out.jsonl.parts")) == 2
-    monkeypatch.setattr(sdft.resume, "iter_generate", real)
+    interrupt_generation(None)
     assert generate(out) == 0
     assert out.read_bytes() == clean.read_bytes()
     assert not (tmp_path / "out.jsonl.parts").exists()
 
 
-def test_interrupted_eval_resumes(tiny_model, tmp_path, monkeypatch):
+def test_interrupted_eval_resumes(tiny_model, tmp_path, interrupt_generation):
     def evaluate(out: Path) -> int:
         return main(["eval", "--model", tiny_model, "--suite", "math", "--limit", "6", "--out", str(out),
                      "--batch-size", "2", "--max-new-tokens", "8"])
 
     assert evaluate(tmp_path / "clean") == 0
-    real = sdft.resume.iter_generate
-
-    def interrupted(*args, **kwargs):
-        for i, item in enumerate(real(*args, **kwargs)):
-            if i == 1:
-                raise KeyboardInterrupt
-            yield item
-
-    monkeypatch.setattr(sdft.resume, "iter_generate", interrupted)
+    interrupt_generation(1)
     out = tmp_path / "run"
     assert evaluate(out) == 130
     assert not (out / "math" / "metrics.json").exists() and not (out / "math" / "predictions.jsonl").exists()
-    monkeypatch.setattr(sdft.resume, "iter_generate", real)
+    interrupt_generation(None)
     assert evaluate(out) == 0
     for name in ("metrics.json", "predictions.jsonl"):
         assert (out / "math" / name).read_bytes() == (tmp_path / "clean" / "math" / name).read_bytes()

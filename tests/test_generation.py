@@ -10,6 +10,8 @@ from sdft.generation import (
     generate_batch,
     greedy_token_ids,
     plan_batches,
+    plan_generation,
+    rows_at_once,
     tokenize_prompts,
 )
 
@@ -32,10 +34,15 @@ def test_plan_batches_sorted_complete_and_bounded():
     assert all(len(b) <= 3 for b in batches)
     tight = plan_batches(lengths, batch_size=8, max_new_tokens=10, max_batch_tokens=130)
     assert all(len(b) * (max(lengths[i] for i in b) + 10) <= 130 for b in tight)
-    # Refilled batches run at most rows_at_once rows together: only those count towards the cap.
-    refilled = plan_batches(lengths, batch_size=8, max_new_tokens=10, max_batch_tokens=130, rows_at_once=2)
-    assert all(min(len(b), 2) * (max(lengths[i] for i in b) + 10) <= 130 for b in refilled)
-    assert max(len(b) for b in refilled) > max(len(b) for b in tight)
+
+
+def test_generation_batches_keep_their_size_and_bound_rows_instead():
+    prompts = [[1] * n for n in (5, 50, 7, 49, 6, 51, 8)]
+    cfg = GenerationConfig(max_new_tokens=10, batch_size=4, max_batch_tokens=130, max_rows=3)
+    assert [len(b) for b in plan_generation(prompts, cfg)] == [4, 3]  # the token cap does not cut batches
+    assert rows_at_once(prompts[:4], cfg) == 2  # 2 x (51 + 10) <= 130 < 3 x 61
+    assert rows_at_once([[1] * 5] * 4, cfg) == 3  # max_rows
+    assert rows_at_once([[1] * 200], cfg) == 1  # always at least one
 
 
 def test_batched_matches_unbatched_greedy(model_tok):

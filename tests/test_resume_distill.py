@@ -95,10 +95,8 @@ def test_killed_five_times_resumes_to_identical_output(reference, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["distilled.jsonl", "distilled.jsonl.summary.json"]
 
 
-def test_changed_inputs_with_partial_state_need_force(tiny_model, tmp_path, monkeypatch, capsys):
+def test_changed_inputs_with_partial_state_need_force(tiny_model, tmp_path, interrupt_generation, capsys):
     """Leftover parts of one run are never mixed into a run with other inputs or settings."""
-    import sdft.resume
-
     out = tmp_path / "d.jsonl"
     parts = out.with_name(out.name + ".parts")
 
@@ -106,19 +104,11 @@ def test_changed_inputs_with_partial_state_need_force(tiny_model, tmp_path, monk
         return main(["distill", "--model", tiny_model, "--task", "math", "--out", str(to), "--batch-size", "2",
                      "--max-new-tokens", "8", "--data", f"builtin:arithmetic?{data}", *extra])
 
-    real = sdft.resume.iter_generate
-
-    def interrupted(*args, **kwargs):  # Ctrl-C after two batches
-        for i, item in enumerate(real(*args, **kwargs)):
-            if i == 2:
-                raise KeyboardInterrupt
-            yield item
-
-    monkeypatch.setattr(sdft.resume, "iter_generate", interrupted)
+    interrupt_generation(2)
     assert distill("n=8") == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
     assert len(batch_files(parts)) == 2
-    monkeypatch.setattr(sdft.resume, "iter_generate", real)
+    interrupt_generation(None)
 
     for data, extra in (("n=10", ()), ("n=8&seed=1", ()), ("n=8", ("--max-new-tokens", "9")),
                         ("n=8", ("--max-context", "200")), ("n=8", ("--template", "refer"))):

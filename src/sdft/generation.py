@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 class GenerationConfig:
     max_new_tokens: int = 256
     batch_size: int = 32  # prompts per planned batch: the unit that is resumed, sharded and yielded
-    # Caps rows decoded at once x (longest prompt + new tokens) in a batch: bounds KV-cache memory.
+    # Caps rows decoded at once x (batch's longest prompt + new tokens): bounds KV-cache memory. Long
+    # prompts mean fewer rows at once, never smaller batches.
     max_batch_tokens: int = 32768
     stop: tuple[str, ...] = field(default_factory=tuple)
     # Rows decoded at once; a batch with more prompts refills rows as replies finish. On two CPU cores
@@ -42,20 +43,17 @@ class GenerationConfig:
     draft_budget: int = 32
 
 
-def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int, max_batch_tokens: int,
-                 rows_at_once: int = 0) -> list[list[int]]:
-    """Group prompt indices into batches of similar length, longest first (memory peaks early).
-
-    A batch is closed when it has `batch_size` prompts, or when the rows it runs at once (all of them,
-    or at most `rows_at_once` when that is set) times its widest sequence would pass `max_batch_tokens`.
-    """
+def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int = 0,
+                 max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Group indices into batches of similar length, longest first (memory peaks early): at most
+    `batch_size` each, and (when set) at most `max_batch_tokens` rows x (widest + max_new_tokens)."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         width = (lengths[current[0]] if current else lengths[i]) + max_new_tokens
-        rows = len(current) + 1 if rows_at_once <= 0 else min(len(current) + 1, rows_at_once)
-        if current and (len(current) >= batch_size or rows * width > max_batch_tokens):
+        too_wide = max_batch_tokens is not None and (len(current) + 1) * width > max_batch_tokens
+        if current and (len(current) >= batch_size or too_wide):
             batches.append(current)
             current = []
         current.append(i)
@@ -66,9 +64,17 @@ def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int, max_b
 
 def plan_generation(prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
     """The batches `iter_generate` runs: a function of the prompts and the settings alone, so that a
-    resumed or sharded run plans exactly the same batches."""
-    return plan_batches([len(p) for p in prompt_ids], cfg.batch_size, cfg.max_new_tokens, cfg.max_batch_tokens,
-                        cfg.max_rows)
+    resumed or sharded run plans exactly the same batches. Memory is bounded inside a batch, by the
+    number of rows decoding at once (`rows_at_once`)."""
+    return plan_batches([len(p) for p in prompt_ids], cfg.batch_size)
+
+
+def rows_at_once(prompt_ids: list[list[int]], cfg: GenerationConfig) -> int:
+    """Rows a batch decodes together: max_rows, fewer where rows x (longest prompt + max new tokens)
+    would pass max_batch_tokens, at least one."""
+    rows = min(cfg.max_rows, len(prompt_ids)) if cfg.max_rows > 0 else len(prompt_ids)
+    width = max(len(p) for p in prompt_ids) + cfg.max_new_tokens
+    return max(1, min(rows, cfg.max_batch_tokens // width))
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -259,8 +265,8 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
     """Greedy-decode one batch; returns each row's new token ids (end-of-reply token excluded)."""
     if not prompt_ids or cfg.max_new_tokens <= 0:
         return [[] for _ in prompt_ids]
-    if not _plain_layers(model):  # no refilling: max_rows rows at a time
-        step = cfg.max_rows if cfg.max_rows > 0 else len(prompt_ids)
+    if not _plain_layers(model):  # no refilling: one group of rows after another
+        step = rows_at_once(prompt_ids, cfg)
         return [ids for start in range(0, len(prompt_ids), step)
                 for ids in _greedy_padded(model, tokenizer, prompt_ids[start:start + step], cfg)]
     return _greedy_refill(model, tokenizer, prompt_ids, cfg)
@@ -292,7 +298,7 @@ def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     replies = _Replies(len(prompt_ids), stop_token_ids(model, tokenizer), tokenizer, cfg)
-    n_rows = min(cfg.max_rows, len(prompt_ids)) if cfg.max_rows > 0 else len(prompt_ids)
+    n_rows = rows_at_once(prompt_ids, cfg)
 
     # The shared prefix is computed once; every row keeps at least one token of its own, whose
     # logits give the row's first reply token.

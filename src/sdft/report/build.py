@@ -390,15 +390,12 @@ def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Pa
         return Section(title, [Note("skipped: no per-row NLLs in eval/seed/gap/predictions.jsonl")], 3)
     series = {k: v for k, v in (("original (SFT's targets)", original), ("distilled (SDFT's targets)", distilled))
               if v}
-    blocks: list[Block] = []
     path = _plot("histogram", plot_dir / "gap_nll.png", problems, series,
                  title="Seed model's NLL of the training targets",
                  xlabel="per-token NLL under the seed model (lower = closer to its own distribution)")
-    if path:
-        figures.append(path)
-        blocks.append(Figure(_rel(run, path), "distribution gap histogram",
-                             "Per-token NLL that the seed model assigns to the original responses (what SFT trains "
-                             "on) and to its distilled rewrites (what SDFT trains on). Dashed lines mark the means."))
+    blocks = _figure(run, figures, path, "distribution gap histogram",
+                     "Per-token NLL that the seed model assigns to the original responses (what SFT trains on) "
+                     "and to its distilled rewrites (what SDFT trains on). Dashed lines mark the means.")
     text = " vs ".join(f"mean {k.split()[0]} NLL {statistics.fmean(v):.3f} (n={len(v)})" for k, v in series.items())
     paired = [(o, d) for o, d in ((_finite(r.get("nll_original")), _finite(r.get("nll_distilled")))
                                   for r in rows) if o is not None and d is not None]
@@ -417,15 +414,12 @@ def retention_section(run: Path, plot_dir: Path, problems: list[str], figures: l
     series = {k: v for k, v in series.items() if v}
     if not series:
         return Section(title, [Note("skipped: no per-row cosine_to_seed in eval/{sft,sdft}/seed-N/retention/")], 3)
-    blocks: list[Block] = []
     path = _plot("histogram", plot_dir / "retention_cosine.png", problems, series,
                  title="Similarity of fine-tuned replies to the seed's replies",
                  xlabel="cosine similarity to the seed model's reply (higher = closer)")
-    if path:
-        figures.append(path)
-        blocks.append(Figure(_rel(run, path), "retention similarity histogram",
-                             "Embedding cosine similarity between each fine-tuned model's reply and the seed "
-                             "model's reply to the same instruction (pooled over training seeds)."))
+    blocks = _figure(run, figures, path, "retention similarity histogram",
+                     "Embedding cosine similarity between each fine-tuned model's reply and the seed model's "
+                     "reply to the same instruction (pooled over training seeds).")
     blocks.append("; ".join(f"{k}: mean cosine {statistics.fmean(v):.3f} over {len(v)} replies"
                             for k, v in series.items()) + ".")
     return Section(title, blocks, 3)
@@ -447,16 +441,13 @@ def training_section(run: Path, plot_dir: Path, problems: list[str], figures: li
                 loss = _finite(summary.get("final_loss"))
                 table.rows.append([ROWS[m], d.name[5:], str(summary.get("rows", "—")),
                                    str(summary.get("steps", "—")), f"{loss:.4f}" if loss is not None else "—"])
-    blocks: list[Block] = []
     if curves:
         path = _plot("loss_curves", plot_dir / "loss_curves.png", problems, curves)
-        if path:
-            figures.append(path)
-            blocks.append(Figure(_rel(run, path), "training loss curves",
-                                 "Training loss on response tokens, SFT vs SDFT, same settings. SDFT's targets "
-                                 "are already likely under the seed, so its loss should start lower."))
+        blocks = _figure(run, figures, path, "training loss curves",
+                         "Training loss on response tokens, SFT vs SDFT, same settings. SDFT's targets are "
+                         "already likely under the seed, so its loss should start lower.")
     else:
-        blocks.append(Note("skipped the loss plot: no train/{sft,sdft}/seed-N/train_log.jsonl with loss values"))
+        blocks = [Note("skipped the loss plot: no train/{sft,sdft}/seed-N/train_log.jsonl with loss values")]
     if table.rows:
         blocks.append(table)
     return Section(title, blocks, 3)
@@ -473,12 +464,10 @@ def main_metrics_section(run: Path, results: Results, columns: list[Column], plo
     series = {k: v for k, v in series.items() if any(b is not None for b in v)}
     path = _plot("bar_chart", plot_dir / "main_metrics.png", problems, [f"{s}\n{m}" for s, m in cols], series,
                  ylabel="score (%)", title="Seed vs SFT vs SDFT", ylim=(0, 105))
-    if not path:
-        return Section(title, [Note("skipped: the bar chart could not be drawn")], 3)
-    figures.append(path)
-    return Section(title, [Figure(_rel(run, path), "main metrics bar chart",
-                                  "The table's percentage metrics. Error bars: the 95% interval for a single run, "
-                                  "± one standard deviation across seeds for several.")], 3)
+    blocks = _figure(run, figures, path, "main metrics bar chart",
+                     "The table's percentage metrics. Error bars: the 95% interval for a single run, "
+                     "± one standard deviation across seeds for several.")
+    return Section(title, blocks or [Note("skipped: the bar chart could not be drawn")], 3)
 
 
 def _bar(values: list[Value]) -> tuple[float, float, float] | None:
@@ -520,6 +509,14 @@ def how_to_read_section(columns: list[Column], multi_seed: bool) -> Section:
 
 # ---------------------------------------------------------------------------------------------------
 # Plotting is imported lazily (matplotlib is slow to import) and never allowed to sink the report.
+
+def _figure(run: Path, figures: list[Path], path: Path | None, alt: str, caption: str) -> list[Block]:
+    """The drawn plot as a report block (and in `figures`); nothing when it could not be drawn."""
+    if path is None:
+        return []
+    figures.append(path)
+    return [Figure(_rel(run, path), alt, caption)]
+
 
 def _plot(name: str, path: Path, problems: list[str], *args, **kwargs) -> Path | None:
     """Call sdft.report.plots.<name>(*args, path=path, ...); None (and a note) if it fails."""
