@@ -77,10 +77,9 @@ def attention_for(model_name: str, trust_remote_code: bool = False) -> str:
     return attention.register() if attention.supports_segments(config) else "sdpa"
 
 
-def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig):
-    """Tokenized rows plus how many were skipped because the prompt alone exceeds max_length."""
-    from datasets import Dataset
-
+def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig) -> tuple[list[dict], int]:
+    """Tokenized rows (a list is all the Trainer's data loader needs) plus how many were skipped
+    because the prompt alone exceeds max_length."""
     rows, skipped = [], 0
     for ex in examples:
         tok = tokenize_example(tokenizer, ex, ex.response, cfg.max_length)
@@ -90,7 +89,7 @@ def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig):
         rows.append({"input_ids": tok.input_ids, "labels": tok.labels})
     if not rows:
         raise ValueError("no training rows left: every prompt is longer than max_length")
-    return Dataset.from_list(rows), skipped
+    return rows, skipped
 
 
 def run_fingerprint(model_name: str, examples: list[Example], cfg: TrainConfig) -> str:
