@@ -41,7 +41,7 @@ class TrainConfig:
     epochs: float = 2.0
     max_steps: int = -1  # >0 overrides epochs
     batch_size: int = 8  # sequences per step and process
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches per optimizer step; the step averages their per-token mean losses
     max_length: int = 1024
     weight_decay: float = 0.0
     seed: int = 42
