@@ -30,13 +30,13 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from bench_data import describe, resolve_source  # noqa: E402
 
 from sdft.data.load import load_examples  # noqa: E402
 from sdft.distill.templates import get_template, render_distill_prompt  # noqa: E402
 from sdft.generation import GenerationConfig, greedy_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
 from sdft.models import ModelSpec, load_model  # noqa: E402
 
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "gsm8k_train.json"
 TARGET_RATIO = 15.0
 TARGET_MATCH = 0.95
 
@@ -81,11 +81,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    source = args.data
-    if source == "auto":
-        source = str(GSM8K) if GSM8K.is_file() else "builtin:arithmetic"
-    if source == "builtin:arithmetic":
-        source = f"builtin:arithmetic?n={args.prompts}&seed=0"
+    source = resolve_source(args.data, args.prompts)
     examples = load_examples(source, limit=args.prompts)
     model, tok = load_model(ModelSpec(args.model, device="cpu"))
     template = get_template(None, "math")
@@ -99,7 +95,7 @@ def main() -> int:
     print(f"model {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, {model.dtype}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}")
-    label = "GSM8K train (../shared/data/gsm8k)" if source == str(GSM8K) else source
+    label = describe(source)
     print(f"data {label}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} tokens "
           f"on average; A on {k} of them; max new tokens {args.max_new_tokens}; "
           f"B: max_rows {cfg.max_rows}, batch_size {cfg.batch_size}")

@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -167,8 +168,7 @@ def main() -> int:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no GPU)"
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "model", size)
-        n_params = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"])
-                       .load_file(str(model_dir / "model.safetensors")).values())
+        n_params = sum(t.numel() for t in load_file(str(model_dir / "model.safetensors")).values())
         print(f"device {device}; torch {torch.__version__}; model {n_params / 1e9:.2f}B parameters ({size})",
               flush=True)
         training = check_training(model_dir, Path(tmp), args, vocab)

@@ -34,8 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from bench_data import describe, resolve_source  # noqa: E402
 
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "gsm8k_train.json"
 TARGET_RATIO = 1.5
 TARGET_LOSS_GAP = 0.02
 TARGET_DEMO_RSS_MB = 3 * 1024
@@ -47,11 +47,7 @@ def load_rows(args):
     from sdft.models import load_tokenizer
     from sdft.train.data import tokenize_example
 
-    source = args.data
-    if source == "auto":
-        source = str(GSM8K) if GSM8K.is_file() else "builtin:arithmetic"
-    if source == "builtin:arithmetic":
-        source = f"builtin:arithmetic?n={args.rows}&seed=0"
+    source = resolve_source(args.data, args.rows)
     examples = load_examples(source, limit=args.rows)
     tok = load_tokenizer(args.model)
     rows = [tokenize_example(tok, ex, ex.response, args.max_length) for ex in examples]
@@ -190,7 +186,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     initial = response_loss(AutoModelForCausalLM.from_pretrained(resolve_model(args.model)), rows)
-    label = "GSM8K train (../shared/data/gsm8k)" if source == str(GSM8K) else source
+    label = describe(source)
     lengths = [len(r.input_ids) for r in rows]
     print(f"model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print(f"data {label}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(rows):.0f}), "

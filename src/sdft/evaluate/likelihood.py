@@ -101,9 +101,9 @@ def score_batch(model, rows: list[Encoded], pad_id: int) -> list[ResponseScore]:
 def default_batch_tokens(model, tokenizer) -> int:
     """Tokens per scoring batch that keep its logits within LOGITS_BUDGET."""
     vocab = getattr(model.config, "vocab_size", None) or len(tokenizer)
-    device = next(model.parameters()).device.type
-    bytes_per_logit = 4 if next(model.parameters()).dtype == torch.float32 else 2
-    return max(256, LOGITS_BUDGET.get(device, LOGITS_BUDGET["cpu"]) // (bytes_per_logit * vocab))
+    weight = next(model.parameters())
+    bytes_per_logit = 4 if weight.dtype == torch.float32 else 2
+    return max(256, LOGITS_BUDGET.get(weight.device.type, LOGITS_BUDGET["cpu"]) // (bytes_per_logit * vocab))
 
 
 def score_responses(model, tokenizer, prompts: list[Prompt], responses: list[str], batch_size: int = 16,
