@@ -1,18 +1,26 @@
-"""Distillation throughput: our batched greedy engine against transformers `generate` at batch 1.
+"""Distillation throughput: our batched greedy engine against transformers `generate`, in float32 and bf16.
 
 The prompts are real distillation prompts (GSM8K from ../shared/data when present, else the built-in
-arithmetic set) rendered with the math distillation template. Both sides decode greedily with the same
-max new tokens and stop at the same end-of-reply ids.
+arithmetic set) rendered with the math distillation template. Every side decodes greedily with the same
+max new tokens and stops at the same end-of-reply ids.
 
-  A  `model.generate`, one prompt at a time, as the paper's reference implementation generated.
-     At batch 1 its tokens/s hardly depends on how many prompts it sees, so it runs on an evenly
-     spaced subset of the prompts (--reference-prompts; 0: all of them).
-  B  sdft.generation on all --prompts, the way the distillation stage runs it.
+  A  `model.generate`, one prompt at a time, float32: how the paper's reference implementation
+     generated. At batch 1 its tokens/s hardly depends on how many prompts it sees, so it runs on an
+     evenly spaced subset of the prompts (--reference-prompts; 0: all of them).
+  C  `model.generate` on length-sorted, left-padded batches (--padded-batch prompts each), float32: the
+     strongest plain alternative. A padded batch runs until its longest reply ends, so it runs on an
+     evenly spaced subset too (--padded-prompts).
+  B  sdft.generation on all --prompts, the way the distillation stage runs it: in float32 and in
+     bfloat16 (fast where the CPU has native bf16: AVX-512 BF16 or AMX).
 
-Rounds alternate A and B so both see the same background load; medians over rounds are reported,
-and the fraction of A's prompts whose replies B reproduces token for token.
+Rounds alternate the sides so they see the same background load; medians over rounds are reported.
+Also printed: the share of prompts whose replies B reproduces token for token (float32 B against A;
+bf16 B against bf16 batch-1 `generate`, since bf16 itself changes some greedy replies), and the
+distillation acceptance rate (sdft.distill.verify.check on each reply against its reference) of the
+bf16 replies next to the float32 ones.
 
-  python benchmarks/distill_throughput.py                    # ~6 minutes on 2 CPU cores
+  python benchmarks/distill_throughput.py                    # ~10 minutes on 2 CPU cores
+  python benchmarks/distill_throughput.py --quick            # smoke test, under 2 minutes
   python benchmarks/distill_throughput.py --data builtin:arithmetic --prompts 256 --rounds 3
 """
 
@@ -25,7 +33,6 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -34,14 +41,22 @@ from bench_data import describe, resolve_source  # noqa: E402
 
 from sdft.data.load import load_examples  # noqa: E402
 from sdft.distill.templates import get_template, render_distill_prompt  # noqa: E402
+from sdft.distill.verify import check  # noqa: E402
 from sdft.generation import GenerationConfig, greedy_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
-from sdft.models import ModelSpec, load_model  # noqa: E402
+from sdft.models import ModelSpec, cpu_has_native_bf16, load_model  # noqa: E402
 
-TARGET_RATIO = 15.0
-TARGET_MATCH = 0.95
+TARGET_VS_A = 15.0  # bf16 B against A
+TARGET_VS_C = 2.0  # bf16 B against C
+TARGET_MATCH = 0.95  # float32 B against A: same tokens
+TARGET_ACCEPT_POINTS = 3.0  # bf16 acceptance within this many percentage points of float32's
 
 
-def reference(model, tok, prompt_ids: list[list[int]], max_new: int, eos: list[int]) -> tuple[list[list[int]], float]:
+def _cut(new: list[int], eos: list[int]) -> list[int]:
+    """A reply's tokens up to (not including) its first end-of-reply id."""
+    return next((new[:j] for j, t in enumerate(new) if t in eos), new)
+
+
+def one_at_a_time(model, tok, prompt_ids: list[list[int]], max_new: int, eos: list[int]) -> tuple[list[list[int]], float]:
     """A: transformers generate, batch 1, greedy. Returns replies (end-of-reply id dropped) and seconds."""
     replies = []
     start = time.perf_counter()
@@ -50,8 +65,30 @@ def reference(model, tok, prompt_ids: list[list[int]], max_new: int, eos: list[i
             out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                  max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tok.pad_token_id)
-            new = out[0, len(ids):].tolist()
-            replies.append(new[:-1] if new and new[-1] in eos else new)
+            replies.append(_cut(out[0, len(ids):].tolist(), eos))
+    return replies, time.perf_counter() - start
+
+
+def padded_batches(model, tok, prompt_ids: list[list[int]], max_new: int, eos: list[int],
+                   batch: int) -> tuple[list[list[int]], float]:
+    """C: transformers generate on batches of similar length, left-padded, greedy."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    replies: list[list[int]] = [[] for _ in prompt_ids]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(order), batch):
+            group = order[s:s + batch]
+            width = max(len(prompt_ids[i]) for i in group)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for r, i in enumerate(group):
+                ids[r, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
+                mask[r, width - len(prompt_ids[i]):] = 1
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                                 eos_token_id=eos, pad_token_id=pad)
+            for r, i in enumerate(group):
+                replies[i] = _cut(out[r, width:].tolist(), eos)
     return replies, time.perf_counter() - start
 
 
@@ -65,78 +102,118 @@ def engine(model, tok, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tu
     return replies, time.perf_counter() - start
 
 
+def acceptance(tok, examples, replies: list[list[int]], max_new: int) -> float:
+    """Percent of replies the distillation stage would keep (math task), as the stage decodes them."""
+    kept = sum(check("math", tok.decode(ids, skip_special_tokens=True).strip(), ex.response,
+                     truncated=len(ids) >= max_new) is None for ex, ids in zip(examples, replies))
+    return 100.0 * kept / len(replies)
+
+
+def spaced(n: int, k: int) -> list[int]:
+    k = n if k <= 0 else min(k, n)
+    return [round(j * n / k) for j in range(k)]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default")
     p.add_argument("--data", default="auto", help="auto: GSM8K train if ../shared/data has it, else builtin:arithmetic")
     p.add_argument("--prompts", type=int, default=128, help="prompts B generates for")
     p.add_argument("--reference-prompts", type=int, default=6, help="evenly spaced prompts A generates for (0: all)")
+    p.add_argument("--padded-prompts", type=int, default=64, help="evenly spaced prompts C generates for (0: all)")
+    p.add_argument("--padded-batch", type=int, default=64, help="C: prompts per padded batch")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256, help="B: prompts per planned (resumable) batch")
     p.add_argument("--max-rows", type=int, default=GenerationConfig.max_rows, help="B: rows decoded at once")
     p.add_argument("--max-batch-tokens", type=int, default=1 << 20)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 16 prompts, 32 new tokens, 1 round")
     args = p.parse_args()
+    if args.quick:
+        args.prompts, args.reference_prompts, args.padded_prompts, args.padded_batch = 16, 2, 8, 8
+        args.max_new_tokens, args.rounds = 32, 1
     if args.threads:
         torch.set_num_threads(args.threads)
 
     source = resolve_source(args.data, args.prompts)
     examples = load_examples(source, limit=args.prompts)
-    model, tok = load_model(ModelSpec(args.model, device="cpu"))
+    (m32, tok), (m16, _) = (load_model(ModelSpec(args.model, dt, device="cpu")) for dt in ("float32", "bfloat16"))
     template = get_template(None, "math")
     prompt_ids = tokenize_prompts(tok, [render_distill_prompt(tok, template, ex) for ex in examples])
-    k = len(prompt_ids) if args.reference_prompts <= 0 else min(args.reference_prompts, len(prompt_ids))
-    ref_idx = [round(j * len(prompt_ids) / k) for j in range(k)]
-    eos = sorted(stop_token_ids(model, tok))
+    ref_idx = spaced(len(prompt_ids), args.reference_prompts)
+    pad_idx = spaced(len(prompt_ids), args.padded_prompts)
+    eos = sorted(stop_token_ids(m32, tok))
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows)
 
-    print(f"model {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, {model.dtype}), "
+    print(f"model {args.model} ({sum(p.numel() for p in m32.parameters()) / 1e6:.0f}M params), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}")
-    label = describe(source)
-    print(f"data {label}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} tokens "
-          f"on average; A on {k} of them; max new tokens {args.max_new_tokens}; "
-          f"B: max_rows {cfg.max_rows}, batch_size {cfg.batch_size}")
+          f"{platform.processor() or platform.machine()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
+    print(f"data {describe(source)}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} "
+          f"tokens on average; A on {len(ref_idx)} of them, C on {len(pad_idx)} in batches of {args.padded_batch}; "
+          f"max new tokens {args.max_new_tokens}; B: max_rows {cfg.max_rows}, batch_size {cfg.batch_size}")
 
-    a_rates, b_rates, ratios = [], [], []
-    first_a = first_b = None
+    rates: dict[str, list[float]] = {"A": [], "C": [], "B32": [], "B16": []}
+    outs: dict[str, list[list[int]]] = {}
     for r in range(args.rounds):
-        a_out, a_s = reference(model, tok, [prompt_ids[i] for i in ref_idx], args.max_new_tokens, eos)
-        b_out, b_s = engine(model, tok, prompt_ids, cfg)
-        a_tok, b_tok = sum(map(len, a_out)), sum(map(len, b_out))
-        a_rates.append(a_tok / a_s)
-        b_rates.append(b_tok / b_s)
-        ratios.append(b_rates[-1] / a_rates[-1])
-        print(f"round {r + 1}: A {a_tok} tokens in {a_s:.1f}s = {a_rates[-1]:.1f} tok/s | "
-              f"B {b_tok} tokens in {b_s:.1f}s = {b_rates[-1]:.1f} tok/s | B/A {ratios[-1]:.1f}", flush=True)
-        if first_a is None:
-            first_a, first_b = a_out, b_out
-        elif a_out != first_a or b_out != first_b:
-            print("warning: a rerun gave different tokens")
+        runs = {
+            "A": lambda: one_at_a_time(m32, tok, [prompt_ids[i] for i in ref_idx], args.max_new_tokens, eos),
+            "C": lambda: padded_batches(m32, tok, [prompt_ids[i] for i in pad_idx], args.max_new_tokens, eos,
+                                        args.padded_batch),
+            "B32": lambda: engine(m32, tok, prompt_ids, cfg),
+            "B16": lambda: engine(m16, tok, prompt_ids, cfg),
+        }
+        line = []
+        for side, run in runs.items():
+            out, seconds = run()
+            rates[side].append(sum(map(len, out)) / seconds)
+            line.append(f"{side} {rates[side][-1]:.1f}")
+            if side in outs and out != outs[side]:
+                print(f"warning: a rerun of {side} gave different tokens")
+            outs.setdefault(side, out)
+        print(f"round {r + 1} tok/s: {' | '.join(line)} | B16/A {rates['B16'][-1] / rates['A'][-1]:.1f} "
+              f"B16/C {rates['B16'][-1] / rates['C'][-1]:.2f}", flush=True)
+    # bf16 batch-1 reference: what bf16 greedy decoding gives without batching (its speed for the record)
+    a16_out, a16_s = one_at_a_time(m16, tok, [prompt_ids[i] for i in ref_idx], args.max_new_tokens, eos)
+    a16 = sum(map(len, a16_out)) / a16_s
 
-    same = sum(first_a[j] == first_b[i] for j, i in enumerate(ref_idx)) / k
-    a_med, b_med = statistics.median(a_rates), statistics.median(b_rates)
-    ratio = b_med / a_med
-    prompt_tokens = sum(map(len, prompt_ids))
-    new_tokens = sum(map(len, first_b))
+    med = {side: statistics.median(v) for side, v in rates.items()}
+    k = len(ref_idx)
+    same32 = sum(outs["A"][j] == outs["B32"][i] for j, i in enumerate(ref_idx)) / k
+    same16 = sum(a16_out[j] == outs["B16"][i] for j, i in enumerate(ref_idx)) / k
+    same_dtypes = sum(a == b for a, b in zip(outs["B32"], outs["B16"])) / len(prompt_ids)
+    acc32 = acceptance(tok, examples, outs["B32"], args.max_new_tokens)
+    acc16 = acceptance(tok, examples, outs["B16"], args.max_new_tokens)
     print()
-    print("| | tokens/s (median) | |")
-    print("|---|---|---|")
-    print(f"| A: transformers generate, batch 1 | {a_med:.1f} | {k} prompts |")
-    print(f"| B: sdft.generation | {b_med:.1f} | {len(prompt_ids)} prompts |")
-    print(f"| B/A | {ratio:.1f} | per round: {', '.join(f'{x:.1f}' for x in ratios)} "
-          f"(median {statistics.median(ratios):.1f}) |")
-    print(f"| same tokens as A | {same:.0%} | {round(same * k)}/{k} prompts |")
+    print("| | tokens/s (median) | B/A | B/C | same tokens |")
+    print("|---|---|---|---|---|")
+    print(f"| A: transformers generate, batch 1, float32 | {med['A']:.1f} | | | |")
+    print(f"| C: transformers generate, sorted padded batches of {args.padded_batch}, float32 | {med['C']:.1f} | | | |")
+    print(f"| B: sdft.generation, float32 | {med['B32']:.1f} | {med['B32'] / med['A']:.1f} | "
+          f"{med['B32'] / med['C']:.2f} | {same32:.0%} of {k} vs A |")
+    print(f"| B: sdft.generation, bfloat16 | {med['B16']:.1f} | **{med['B16'] / med['A']:.1f}** | "
+          f"**{med['B16'] / med['C']:.2f}** | {same16:.0%} of {k} vs bf16 batch 1 |")
+    print(f"| (bf16 batch-1 generate) | {a16:.1f} | | | |")
     print()
-    print(f"B processed {prompt_tokens / max(new_tokens, 1):.2f} prompt tokens per new token "
-          f"(mean reply {new_tokens / len(prompt_ids):.0f} tokens)")
-    print(f"peak resident memory of this process (model, A and B): "
+    print(f"bf16 B gives the float32 replies token for token on {same_dtypes:.0%} of {len(prompt_ids)} prompts")
+    print(f"acceptance (math check against the reference): float32 {acc32:.1f}%, bfloat16 {acc16:.1f}% "
+          f"on the same {len(prompt_ids)} rows")
+    print(f"peak resident memory of this process (both models, all sides): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    ok_ratio, ok_match = ratio >= TARGET_RATIO, same >= TARGET_MATCH
-    print(f"target B/A >= {TARGET_RATIO:.0f}: {'met' if ok_ratio else 'MISSED'} ({ratio:.1f})")
-    print(f"target same tokens on >= {TARGET_MATCH:.0%} of prompts: {'met' if ok_match else 'MISSED'} ({same:.0%})")
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "not met"
+
+    vs_a, vs_c, gap = med["B16"] / med["A"], med["B16"] / med["C"], abs(acc16 - acc32)
+    print(f"target bf16 B/A >= {TARGET_VS_A:.0f}: {verdict(vs_a >= TARGET_VS_A)} ({vs_a:.1f})")
+    print(f"target bf16 B/C >= {TARGET_VS_C:.0f}: {verdict(vs_c >= TARGET_VS_C)} ({vs_c:.2f})")
+    print(f"target bf16 acceptance within {TARGET_ACCEPT_POINTS:.0f} points of float32: "
+          f"{verdict(gap <= TARGET_ACCEPT_POINTS)} ({gap:.1f} points)")
+    print(f"target float32 B same tokens as A on >= {TARGET_MATCH:.0%} of prompts: "
+          f"{verdict(same32 >= TARGET_MATCH)} ({same32:.0%})")
+    if args.quick:
+        print("(--quick: a smoke test; too few prompts and tokens for figures)")
     return 0
 
 

@@ -4,11 +4,15 @@ Nothing is downloaded: the model is a random Llama-shaped network (24 layers, hi
 parameters) and the tokenizer a word-level one built here, with a ChatML chat template. The data are
 random word sequences, so losses mean nothing; speed and memory do. Prints:
 
-  training    sdft.train.trainer.train (packed rows, per-sequence attention, bf16 on the GPU):
-              response tokens/s and peak GPU memory
+  training    sdft.train.trainer.train (packed rows, per-sequence attention, bf16 on the GPU), without
+              and with gradient checkpointing: response tokens/s, peak GPU memory, and the dtypes of
+              the base and LoRA weights (bf16 and fp32 expected)
   generation  (A) transformers generate at batch 1 on a few prompts, (B) sdft.generation on all of
               them: new tokens/s, B/A, how many of A's prompts B answers with the same tokens, and
               peak GPU memory
+  launch      with 2+ GPUs: `accelerate launch` of `sdft distill` on 2 processes, each on its own GPU,
+              merged file identical to a 1-process run
+  vllm        when vLLM is installed: the vLLM backend on B's prompts, tok/s and tokens-same share
 
 About 3 minutes on one H100. `--tiny` runs the same code on a 2-layer model (a CPU is fine); the
 tests do that so this script keeps working.
@@ -74,7 +78,7 @@ def words(rng: random.Random, n: int, vocab: int) -> str:
     return " ".join(f"w{rng.randrange(vocab)}" for _ in range(n))
 
 
-def check_training(model_dir: Path, out: Path, args, vocab: int) -> dict:
+def check_training(model_dir: Path, out: Path, args, vocab: int, gradient_checkpointing: bool = False) -> dict:
     from sdft.data.example import Example
     from sdft.train.trainer import TrainConfig, train
 
@@ -82,22 +86,79 @@ def check_training(model_dir: Path, out: Path, args, vocab: int) -> dict:
     examples = [Example(id=str(i), instruction=words(rng, rng.randint(*args.prompt_words), vocab),
                         response=words(rng, rng.randint(*args.response_words), vocab))
                 for i in range(args.rows)]
-    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, max_length=1024, save_steps=10**9)
+    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, max_length=1024, save_steps=10**9,
+                      gradient_checkpointing=gradient_checkpointing)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    summary = train(str(model_dir), examples, out / "train", cfg, force=True, progress=False)
-    log = [json.loads(line) for line in (out / "train" / "train_log.jsonl").read_text().splitlines()]
+    run_dir = out / ("train-gc" if gradient_checkpointing else "train")
+    summary = train(str(model_dir), examples, run_dir, cfg, force=True, progress=False)
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     seconds = next(r["train_runtime"] for r in log if "train_runtime" in r)
     # every row is seen equally often over whole epochs; otherwise this is an average
     mean_response = statistics.fmean(len(ex.response.split()) + 2 for ex in examples)  # + <|im_end|> \n
     tokens = args.steps * args.batch_size * mean_response
     return {"steps": summary["steps"], "seconds": seconds, "response_tok_s": tokens / seconds,
             "final_loss": summary["final_loss"], "peak_gpu_gb": _peak_gpu_gb(),
+            "gradient_checkpointing": gradient_checkpointing,
+            "base_dtype": summary.get("base_dtype"), "lora_dtype": summary.get("lora_dtype"),
             "dtype": "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"}
 
 
+def check_launch(model_dir: Path, out: Path, args, vocab: int) -> dict | None:
+    """`accelerate launch` of sdft distill on 2 GPUs vs 1 process: same file, one device per process."""
+    import subprocess
+
+    if torch.cuda.device_count() < 2:
+        return None
+    rng = random.Random(2)
+    data = out / "launch.jsonl"
+    data.write_text("".join(json.dumps({"prompt": words(rng, 20, vocab), "response": words(rng, 10, vocab)}) + "\n"
+                            for _ in range(64)))
+    common = ["distill", "--model", str(model_dir), "--data", str(data), "--task", "general",
+              "--max-new-tokens", "32", "--batch-size", "8"]
+    one = subprocess.run([sys.executable, "-m", "sdft.cli", *common, "--out", str(out / "one.jsonl")],
+                         capture_output=True, text=True)
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu",
+                          "--num_processes", "2", "-m", "sdft.cli", *common, "--out", str(out / "two.jsonl")],
+                         capture_output=True, text=True)
+    same = (one.returncode == two.returncode == 0
+            and (out / "one.jsonl").read_bytes() == (out / "two.jsonl").read_bytes())
+    devices = sorted({line.strip() for line in two.stdout.splitlines() + two.stderr.splitlines()
+                      if "cuda:" in line and "model" in line})
+    return {"returncodes": [one.returncode, two.returncode], "identical": same, "device_lines": devices,
+            "stderr_tail": two.stderr[-800:] if two.returncode else ""}
+
+
+def check_vllm(model_dir: Path, args, vocab: int) -> dict | None:
+    """The vLLM backend on the same prompts as B: tok/s and how many replies equal sdft.generation's."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
+        return None
+    from sdft.chat import render_chat
+    from sdft.generation import GenerationConfig, greedy_token_ids, tokenize_prompts
+    from sdft.models import ModelSpec, load_model
+    from sdft.vllm_backend import generate_vllm
+
+    model, tok = load_model(ModelSpec(str(model_dir)))
+    rng = random.Random(1)
+    prompts = [render_chat(tok, [{"role": "user", "content": words(rng, rng.randint(*args.prompt_words), vocab)}])
+               for _ in range(args.prompts)]
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=len(prompts), max_rows=args.max_rows,
+                           max_batch_tokens=1 << 24)
+    ours = [tok.decode(ids, skip_special_tokens=True) for ids in greedy_token_ids(model, tok, tokenize_prompts(tok, prompts), cfg)]
+    del model
+    torch.cuda.empty_cache()
+    start = time.perf_counter()
+    theirs = generate_vllm(str(model_dir), prompts, cfg)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in theirs)
+    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
+    return {"tok_s": tokens / seconds, "same_text": f"{same}/{len(prompts)}"}
+
+
 def check_generation(model_dir: Path, args, vocab: int) -> dict:
-    from sdft.distill.templates import render_chat
+    from sdft.chat import render_chat
     from sdft.generation import GenerationConfig, greedy_token_ids, stop_token_ids, tokenize_prompts
     from sdft.models import ModelSpec, load_model
 
@@ -172,17 +233,28 @@ def main() -> int:
         print(f"device {device}; torch {torch.__version__}; model {n_params / 1e9:.2f}B parameters ({size})",
               flush=True)
         training = check_training(model_dir, Path(tmp), args, vocab)
-        print(f"training: {training['steps']} steps x {args.batch_size} sequences in {training['seconds']:.1f} s = "
-              f"{training['response_tok_s']:.0f} response tok/s ({training['dtype']}), "
-              f"peak GPU memory {training['peak_gpu_gb'] or 0:.1f} GB", flush=True)
+        checkpointed = check_training(model_dir, Path(tmp), args, vocab, gradient_checkpointing=True)
+        for t in (training, checkpointed):
+            print(f"training{' (gradient checkpointing)' if t['gradient_checkpointing'] else ''}: {t['steps']} steps x "
+                  f"{args.batch_size} sequences in {t['seconds']:.1f} s = {t['response_tok_s']:.0f} response tok/s "
+                  f"({t['dtype']}; base weights {t['base_dtype']}, LoRA {t['lora_dtype']}), "
+                  f"peak GPU memory {t['peak_gpu_gb'] or 0:.2f} GB", flush=True)
         generation = check_generation(model_dir, args, vocab)
         print(f"generation ({generation['dtype']}): A batch-1 generate {generation['a_tok_s']:.0f} tok/s on "
               f"{generation['reference_prompts']} prompts; B sdft.generation {generation['b_tok_s']:.0f} tok/s on "
               f"{generation['prompts']} prompts (max_rows {args.max_rows}); B/A {generation['b_over_a']:.1f}; "
               f"same tokens {generation['same_tokens']}; peak GPU memory {generation['peak_gpu_gb'] or 0:.1f} GB")
+        launch = check_launch(model_dir, Path(tmp), args, vocab)
+        print("launch: fewer than 2 GPUs, skipped" if launch is None else
+              f"launch: 2-process distill identical to 1 process: {launch['identical']}; "
+              f"exit codes {launch['returncodes']}; {launch['device_lines']} {launch['stderr_tail']}", flush=True)
+        vllm = check_vllm(model_dir, args, vocab)
+        print("vllm: not installed, skipped" if vllm is None else
+              f"vllm: {vllm['tok_s']:.0f} tok/s; same text as sdft.generation {vllm['same_text']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "parameters": n_params, "training": training,
-                                               "generation": generation}, indent=2))
+                                               "training_checkpointed": checkpointed, "generation": generation,
+                                               "launch": launch, "vllm": vllm}, indent=2))
     return 0
 
 

@@ -199,9 +199,9 @@ def test_distill_rows_beyond_context_keep_the_original(tiny_model, tmp_path, mon
     seen: list[int] = []  # prompt lengths the model was given
     real = sdft.generation.generate_batch
 
-    def recording(model, tokenizer, prompt_ids, cfg):
+    def recording(model, tokenizer, prompt_ids, cfg, **kwargs):
         seen.extend(len(p) for p in prompt_ids)
-        return real(model, tokenizer, prompt_ids, cfg)
+        return real(model, tokenizer, prompt_ids, cfg, **kwargs)
 
     monkeypatch.setattr(sdft.generation, "generate_batch", recording)
     out = tmp_path / "d.jsonl"
@@ -221,7 +221,7 @@ def test_distill_rows_beyond_context_keep_the_original(tiny_model, tmp_path, mon
 
 
 def test_train_skips_rows_whose_prompt_exceeds_max_length(tiny_model, tmp_path):
-    from sdft.distill.templates import render_chat
+    from sdft.chat import render_chat
     from sdft.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model)

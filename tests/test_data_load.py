@@ -38,6 +38,44 @@ def test_gsm8k_question_answer(tmp_path):
     assert ex.instruction == "1+1?" and ex.response.endswith("The answer is 2.")
 
 
+RAW_GSM8K = {
+    "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+              "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+}
+CLEAN_GSM8K = ("Natalia sold 48/2 = 24 clips in May.\n"
+               "Natalia sold 48+24 = 72 clips altogether in April and May.\nThe answer is 72.")
+
+
+def test_gsm8k_annotations_and_final_line_normalised(tmp_path):
+    src = write(tmp_path / "g.jsonl", "\n".join(json.dumps(r) for r in [
+        RAW_GSM8K,
+        {"question": "q", "answer": "It is 1,000 - 1 = <<1000-1=999>>999.\n#### -1,000.5\n"},
+        {"question": "q", "answer": "#### 7"},
+        # not GSM8K's format: kept as written
+        {"question": "q", "answer": "#### Step 1\nAdd <<them>>.\nThe answer is 3."},
+        {"question": "q", "answer": "The total is #### 5 apples"},
+    ]))
+    a, b, c, d, e = (ex.response for ex in load_examples(src))
+    assert a == CLEAN_GSM8K
+    assert b == "It is 1,000 - 1 = 999.\nThe answer is -1,000.5."
+    assert c == "The answer is 7."
+    assert d == "#### Step 1\nAdd <<them>>.\nThe answer is 3."
+    assert e == "The total is #### 5 apples"
+
+
+def test_gsm8k_normalisation_only_for_that_layout(tmp_path):
+    src = write(tmp_path / "p.json", [{"prompt": "q", "response": "2 <<1+1=2>>\n#### 2"}])
+    assert load_examples(src)[0].response == "2 <<1+1=2>>\n#### 2"
+
+
+def test_gsm8k_hub_rows_normalised(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, split=None: [RAW_GSM8K])
+    monkeypatch.chdir(tmp_path)  # so no local path of that name can exist
+    assert load_examples("openai/gsm8k:main:train")[0].response == CLEAN_GSM8K
+
+
 def test_prompt_response_jsonl_rows_are_line_numbers(tmp_path):
     src = write(tmp_path / "p.jsonl", '{"prompt": "a", "response": "b"}\n\n{"prompt": "c", "response": "d"}\n')
     exs = load_examples(src)

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sdft.distill.templates import render_chat
+from sdft.chat import render_chat
 from sdft.generation import (
     GenerationConfig,
     generate,
@@ -222,3 +222,61 @@ def test_draft_verification_keeps_greedy_output(model_tok, monkeypatch, wrong_af
         assert len(calls) < 10  # ~4 steps of 9 verified tokens instead of 40 single ones
     if wrong_after == 0:
         assert packs  # every step left 9 masked columns
+
+
+def test_progress_moves_per_finished_prompt(model_tok, monkeypatch):
+    """Each prompt reports as soon as its reply ends (one call per prompt, while decoding still runs),
+    and iter_generate's bar advances per prompt, not per batch."""
+    import sdft.generation as gen
+
+    model, tok = model_tok
+    ids = tokenize_prompts(tok, _prompts(tok, 10))
+    cfg = GenerationConfig(max_new_tokens=12, max_rows=3)
+    free = greedy_token_ids(model, tok, ids, cfg)
+    stopper = sorted({t for r in free for t in r[1:]}, key=lambda t: -sum(r.count(t) for r in free))[0]
+    forward = model.forward
+    steps, done = [], []
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (steps.append(1), forward(*a, **k))[1])
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [tok.eos_token_id, stopper]  # replies end at different steps
+    try:
+        out = greedy_token_ids(model, tok, ids, cfg, on_done=lambda i, n: done.append((i, n, len(steps))))
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert sorted(i for i, _, _ in done) == list(range(len(ids)))  # once per prompt
+    assert all(n == len(out[i]) for i, n, _ in done)
+    assert done[0][2] < len(steps)  # the first reply was reported long before the batch ended
+    assert len({at for _, _, at in done}) > 2
+
+    class Recording(gen.tqdm):
+        updates: list[tuple[int, int]] = []
+
+        def update(self, n=1):
+            Recording.updates.append((n, yielded))
+            return super().update(n)
+
+    monkeypatch.setattr(gen, "tqdm", Recording)
+    yielded = 0
+    for _, batch, _ in gen.iter_generate(model, tok, _prompts(tok, 10), GenerationConfig(max_new_tokens=6,
+                                         batch_size=5, max_rows=2), progress=True):
+        yielded += 1
+    assert [n for n, _ in Recording.updates] == [1] * 10
+    assert [at for _, at in Recording.updates[:5]] == [0] * 5  # the first batch's prompts before it is yielded
+
+
+def test_engine_in_bfloat16(model_tok):
+    """The engine runs a bfloat16 model (bf16 KV buffers, masks, argmax) and decodes what one-prompt-at-a-
+    time transformers generate decodes in bfloat16, within bf16's batch-shape noise."""
+    import copy
+
+    import torch
+
+    model, tok = model_tok
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    ids = tokenize_prompts(tok, _prompts(tok, 10))
+    cfg = GenerationConfig(max_new_tokens=16, max_rows=4)
+    out = greedy_token_ids(bf16, tok, ids, cfg)
+    assert [len(r) for r in out] == [16] * 10
+    single = _single(bf16, tok, ids, cfg)
+    same = sum(a == b for a, b in zip(out, single)) / len(ids)
+    assert same >= 0.8, same

@@ -228,3 +228,25 @@ def test_cli_report(full_run: Path, capsys) -> None:
 
     assert main(["report", str(full_run)]) == 0
     assert "report.html" in capsys.readouterr().out
+
+
+def test_settings_are_printed_and_mismatches_flagged(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+
+    def settings(where: str, limit: int) -> None:
+        write_json(run / "eval" / where / "math" / "settings.json",
+                   {"suite": "math", "model": {"name": "m", "revision": None, "dtype": "float32"}, "adapter": None,
+                    "settings": {"limit": limit, "max_new_tokens": 128, "math_data": None}, "files": {}})
+
+    for where in ("seed", "sft/seed-1", "sdft/seed-1"):
+        metrics(run, where, "math", {"accuracy": (0.25, 0.15, 0.4)})
+        settings(where, 32)
+    build_report(run)
+    md = (run / "report.md").read_text()
+    section = md.split("## Evaluation settings", 1)[1]
+    assert "| math | limit=32, max_new_tokens=128, math_data=built-in, dtype=float32 |" in section
+    assert "under different settings" not in md
+    settings("sdft/seed-1", 16)  # one model evaluated on fewer items
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "math: models were evaluated under different settings" in md and "sdft/seed-1: limit=16" in md

@@ -181,7 +181,7 @@ def test_root_child_has_own_netns_and_no_capabilities():
 
 def test_hook_reads_no_globals():
     # The hook's globals can be reached from a traceback; it must not look anything up there.
-    module = compile(sandbox.PRELUDE, "prelude", "exec")
+    module = compile(sandbox.PRELUDE_PATH.read_text(encoding="utf-8"), "prelude", "exec")
     guard = next(c for c in module.co_consts if isinstance(c, types.CodeType) and c.co_name == "_guard")
     stack, seen = [guard], []
     while stack:
@@ -194,3 +194,31 @@ def test_hook_reads_no_globals():
 def test_child_uses_this_interpreter():
     r = run_sandboxed("import sys\nprint(sys.version)")
     assert r.stdout.strip() == sys.version
+
+
+def test_program_file_by_path_with_a_helper_joined_by_a_pipe(tmp_path):
+    # The main program reads what its helper writes; the helper then lingers and is killed after the grace time.
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "role, fd = sys.argv[1], int(sys.argv[2])\n"
+        "if role == 'helper':\n"
+        "    os.write(fd, b'hi from helper')\n"
+        "    os.close(fd)\n"
+        "    time.sleep(60)\n"
+        "else:\n"
+        "    print(sys.argv[0].endswith('prog.py'), os.read(fd, 100).decode())\n"
+    )
+    r, w = os.pipe()
+    start = time.monotonic()
+    main, helper = sandbox.run_programs(
+        [sandbox.Program(script, ["main", str(r)], pass_fds=(r,)), sandbox.Program(script, ["helper", str(w)], pass_fds=(w,))],
+        timeout_s=20.0,
+    )
+    assert main.status == "passed", main.stderr
+    assert main.stdout == "True hi from helper\n"
+    assert helper.status == "timeout"
+    assert time.monotonic() - start < 10.0  # not the 60 s sleep nor the 20 s deadline
+    for fd in (r, w):  # handed over: closed here once the children started
+        with pytest.raises(OSError):
+            os.fstat(fd)

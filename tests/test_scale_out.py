@@ -57,6 +57,31 @@ def test_two_process_training(tiny_model, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def _assert_each_process_on_its_device(out: subprocess.CompletedProcess) -> None:
+    """Every process logs where its model copy went; it must be the device accelerate gave that process
+    (on GPUs cuda:0, cuda:1, ...; here, without GPUs, the CPU)."""
+    import re
+
+    found = re.findall(r"sdft: process (\d) of 2 loaded \S+ on (\S+) \(its accelerate device: (\S+)\)",
+                       out.stderr + out.stdout)
+    assert sorted(rank for rank, _, _ in found) == ["0", "1"], out.stderr[-3000:]
+
+    def same(device: str) -> str:  # the CPU has one device, named cpu or cpu:0
+        return "cpu" if device.startswith("cpu") else device
+
+    for _, loaded_on, assigned in found:
+        assert same(loaded_on) == same(assigned)
+
+
+def test_sharded_generation_each_process_on_its_device(tiny_model, tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}."}) + "\n" for i in range(6)))
+    common = ["generate", "--model", tiny_model, "--data", str(data), "--max-new-tokens", "6", "--batch-size", "2"]
+    _run([sys.executable, "-m", "sdft.cli", *common, "--out", str(tmp_path / "one.jsonl")], tmp_path)
+    _assert_each_process_on_its_device(_launch([*common, "--out", str(tmp_path / "two.jsonl")], tmp_path))
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+
+
 def test_sharded_distillation_equals_one_process(tiny_model, tmp_path):
     from sdft.data.load import load_examples
 
@@ -64,7 +89,8 @@ def test_sharded_distillation_equals_one_process(tiny_model, tmp_path):
     common = ["distill", "--model", tiny_model, "--data", source, "--task", "math",
               "--max-new-tokens", "8", "--batch-size", "4"]
     _run([sys.executable, "-m", "sdft.cli", *common, "--out", str(tmp_path / "one.jsonl")], tmp_path)
-    _launch([*common, "--out", str(tmp_path / "two.jsonl")], tmp_path)
+    launched = _launch([*common, "--out", str(tmp_path / "two.jsonl")], tmp_path)
+    _assert_each_process_on_its_device(launched)
 
     def rows(name):
         return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
@@ -74,4 +100,5 @@ def test_sharded_distillation_equals_one_process(tiny_model, tmp_path):
     assert [r["id"] for r in two] == expected  # every row once, in input order: no duplicates, no gaps
     assert [r["id"] for r in one] == expected
     assert [r["distilled"] for r in two] == [r["distilled"] for r in one]
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()  # the merged file: identical
     assert not (tmp_path / "two.jsonl.parts").exists()

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
+from sdft.chat import render_chat
 from sdft.config import EvalConfig
-from sdft.distill.templates import render_chat
 from sdft.evaluate.judge import compare_to_seed
 from sdft.evaluate.likelihood import ResponseScore, response_nll, score_responses
 from sdft.evaluate.stats import Z_95
@@ -21,8 +21,9 @@ from sdft.evaluate.suite_function import score_function
 from sdft.evaluate.suite_knowledge import score_questions
 from sdft.evaluate.suite_math import MATH_SYSTEM, score_math
 from sdft.evaluate.suite_safety import score_safety
-from sdft.evaluate.suites import SUITES, run_suites
+from sdft.evaluate.suites import SUITES, run_suites, suite_settings
 from sdft.io import read_jsonl
+from sdft.errors import InputError
 from sdft.models import ModelSpec
 
 BOGUS = ModelSpec("no-such/model-for-tests")  # loading it would fail: proves a test never loads a model
@@ -186,9 +187,50 @@ def test_files_written_and_skipped_on_rerun(tiny, tmp_path):
     assert {"output", "jailbreak_output", "refused", "jailbreak_refused"} <= set(safety_row)
     math_row = read_jsonl(out / "math" / "predictions.jsonl")[0]
     assert math_row["gold"] is not None
-    # A rerun finds every suite done and never touches a model (BOGUS would fail to load).
-    again = run_suites(BOGUS, None, EvalConfig(suites=["math", "safety"]), out, progress=False)
+    # A rerun with the same settings finds every suite done and never touches a model (BOGUS would fail to load).
+    same = EvalConfig(suites=["math", "safety"], limit=3, batch_size=16, max_new_tokens=4)  # batch size is no setting
+    again = run_suites(BOGUS, None, same, out, progress=False)
     assert again == first
+    settings = json.loads((out / "math" / "settings.json").read_text())
+    assert settings["settings"] == {"limit": 3, "max_new_tokens": 4, "math_data": None}
+    assert settings["model"]["name"] == BOGUS.name and settings["adapter"] is None
+
+
+@pytest.mark.parametrize("change", ["limit", "max_new_tokens", "math_data", "model"])
+def test_results_of_other_settings_are_redone(tiny, tmp_path, change, capsys):
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": f"The answer is {2 * i}."}) + "\n"
+                            for i in range(5)))
+    out = tmp_path / "eval"
+    run_tiny(tiny, tmp_path, ["math"], out=out, math_data=str(data))
+    assert json.loads((out / "math" / "metrics.json").read_text())[0]["n"] == 3
+    model, tok = tiny
+    cfg = EvalConfig(suites=["math"], limit=3, batch_size=4, max_new_tokens=4, math_data=str(data))
+    spec = BOGUS
+    if change == "limit":
+        cfg.limit = 2
+    elif change == "max_new_tokens":
+        cfg.max_new_tokens = 6
+    elif change == "math_data":  # same path, other contents
+        data.write_text(data.read_text().replace("What is 0 + 0?", "What is 7 + 7?").replace("answer is 0.", "answer is 14."))
+    else:
+        spec = ModelSpec("another/model")
+    run_suites(spec, None, cfg, out, model=model, tokenizer=tok, progress=True)
+    assert "settings changed since the saved results" in capsys.readouterr().out
+    metrics = json.loads((out / "math" / "metrics.json").read_text())
+    assert metrics[0]["n"] == (2 if change == "limit" else 3)
+    saved = json.loads((out / "math" / "settings.json").read_text())
+    assert saved == suite_settings("math", spec, None, cfg, None, None)
+
+
+def test_retention_of_a_fine_tuned_model_needs_the_seed_dir(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(InputError, match="--seed-dir"):
+        run_suites(BOGUS, str(adapter), EvalConfig(suites=["retention"]), tmp_path / "eval")
+    with pytest.raises(InputError, match="no PEFT adapter"):
+        run_suites(BOGUS, str(tmp_path / "nowhere"), EvalConfig(suites=["math"]), tmp_path / "eval")
 
 
 def test_knowledge_picks_the_most_likely_choice(tiny, tmp_path):
@@ -253,6 +295,8 @@ def test_humaneval_wiring_with_a_stand_in_module(tiny, tmp_path, monkeypatch):
     fake.chat_prompt = lambda problem: [{"role": "user", "content": "Complete:\n" + problem["prompt"]}]
     outcome = iter(["passed", "failed", "passed"])
     fake.evaluate_completion = lambda problem, completion: types.SimpleNamespace(status=next(outcome))
+    fake.evaluate_completions = lambda problems, completions: [fake.evaluate_completion(p, c)
+                                                                for p, c in zip(problems, completions)]
     monkeypatch.setitem(sys.modules, "sdft.evaluate.humaneval", fake)
     (metric,) = run_tiny(tiny, tmp_path, ["humaneval"])["humaneval"]
     assert (metric["name"], metric["value"], metric["n"]) == ("pass@1", pytest.approx(2 / 3), 3)
@@ -320,15 +364,41 @@ def test_identical_replies_are_ties_without_asking():
 
 
 def test_lm_eval_bridge_says_how_to_install(monkeypatch):
+    from sdft.errors import SetupError
     from sdft.evaluate.lm_eval_bridge import run_lm_eval
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import fails as if not installed
-    with pytest.raises(ImportError, match=r"sdft\[lm-eval\]"):
+    with pytest.raises(SetupError, match=r"sdft\[lm-eval\]"):
         run_lm_eval("default", ["mmlu"])
 
 
+def test_lm_eval_suite_reads_the_harness_output():
+    from sdft.evaluate.suite_lm_eval import metrics_from_results
+
+    output = {"results": {"arc_challenge": {"alias": "arc_challenge", "acc,none": 0.25, "acc_stderr,none": 0.05,
+                                            "acc_norm,none": 0.3, "acc_norm_stderr,none": 0.04},
+                          "odd_task": {"alias": "odd", "bleu,none": 3.0}},
+              "n-samples": {"arc_challenge": {"original": 1172, "effective": 100}}}
+    metrics, rows, notes = metrics_from_results(output)
+    (m,) = metrics
+    assert (m.name, m.value, m.n) == ("arc_challenge/acc_norm", 0.3, 100)
+    assert m.low == pytest.approx(0.3 - 1.959964 * 0.04) and m.high == pytest.approx(0.3 + 1.959964 * 0.04)
+    assert [r["id"] for r in rows] == ["arc_challenge", "odd_task"] and notes[0]["name"] == "odd_task/?"
+
+
+def test_lm_eval_suite_says_what_it_needs(monkeypatch, tmp_path):
+    from sdft.errors import SetupError
+
+    with pytest.raises(InputError, match="lm_eval_tasks"):
+        run_suites(BOGUS, None, EvalConfig(suites=["lm_eval"]), tmp_path)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "lm_eval" else object())
+    with pytest.raises(SetupError, match=r"sdft\[lm-eval\]"):
+        run_suites(BOGUS, None, EvalConfig(suites=["lm_eval"], lm_eval_tasks=["arc"]), tmp_path)
+
+
 def test_every_suite_is_registered():
-    assert set(SUITES) == {"math", "function", "humaneval", "safety", "helpfulness", "knowledge", "gap", "retention"}
+    assert set(SUITES) == {"math", "function", "humaneval", "safety", "helpfulness", "knowledge", "gap", "retention",
+                           "lm_eval"}
 
 
 @pytest.mark.integration

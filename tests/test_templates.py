@@ -4,7 +4,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from sdft.data.example import Example
-from sdft.distill.templates import TEMPLATES, get_template, render_chat, render_distill_prompt
+from sdft.chat import render_chat
+from sdft.distill.templates import TEMPLATES, get_template, render_distill_prompt
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,10 @@ def test_system_folded_when_template_rejects_it(tok):
     )
     text = render_chat(strict, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
     assert text == "[user]S\n\nU[assistant]"
+
+
+def test_math_template_shows_input_and_row_system(tok):
+    ex = Example(id="1", instruction="Add the numbers.", input="2 and 3", response="5", system="Be brief.")
+    text = render_distill_prompt(tok, get_template(None, "math"), ex)
+    assert text.startswith("<|im_start|>system\nBe brief.\n\nYou are an expert in math.")
+    assert "<|im_start|>user\nAdd the numbers.\n\n2 and 3\n\n5<|im_end|>" in text

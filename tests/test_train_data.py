@@ -1,5 +1,7 @@
 """Response-only targets: exact label positions, packing boundaries, and the packed loss."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,3 +109,26 @@ def test_segment_attention_only_where_attention_is_plain_causal(tiny_model):
     assert supports_segments(config)
     config.sliding_window = 64
     assert not supports_segments(config)
+
+
+def test_history_column_is_read_and_checked(tmp_path):
+    """A prompt/response file (e.g. a distilled one) brings its rows' chat history to training; a
+    malformed history is bad input, named by row and field."""
+    from sdft.data.example import DataError
+    from sdft.data.load import load_examples
+
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"prompt": "Say hi.", "response": "Hi there!", "history": turns}) + "\n"
+                    + json.dumps({"prompt": "Again.", "response": "Hi.", "history": []}) + "\n")
+    first, second = load_examples(str(good))
+    assert first.history == turns and second.history == []
+    assert first.messages()[:2] == turns
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "Say hi.", "response": "Hi there!", "history": turns[:1]}) + "\n"
+                   + json.dumps({"prompt": "Say hi.", "response": "Hi there!",
+                                 "history": [{"role": "system", "content": "S"}] + turns}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_examples(str(bad))
+    problems = [(p.row, p.field) for p in err.value.problems]
+    assert problems == [(1, "history"), (2, "history[0].role")]

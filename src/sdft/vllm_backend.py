@@ -23,12 +23,13 @@ import traceback
 from types import SimpleNamespace
 from typing import Any
 
+from sdft.errors import InputError, SetupError
 from sdft.generation import GenerationConfig, stop_token_ids, tokenize_prompts
 
 
 def _require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
-        raise ImportError(
+        raise SetupError(
             "the vLLM backend needs the 'vllm' package and a CUDA GPU: pip install 'sdft[vllm]'; "
             "without them use the default transformers backend"
         )
@@ -90,7 +91,7 @@ def generate_vllm(model_path: str, prompts: list[str], cfg: GenerationConfig, te
     """
     _require_vllm()
     if tensor_parallel_size < 1 or data_parallel_size < 1:
-        raise ValueError("tensor_parallel_size and data_parallel_size must be at least 1")
+        raise InputError("tensor_parallel_size and data_parallel_size must be at least 1")
     if not prompts:
         return []
     if data_parallel_size == 1:
@@ -100,7 +101,7 @@ def generate_vllm(model_path: str, prompts: list[str], cfg: GenerationConfig, te
     gpus = _visible_gpus()
     need = tensor_parallel_size * data_parallel_size
     if len(gpus) < need:
-        raise ValueError(f"data_parallel_size {data_parallel_size} x tensor_parallel_size {tensor_parallel_size} "
+        raise InputError(f"data_parallel_size {data_parallel_size} x tensor_parallel_size {tensor_parallel_size} "
                          f"needs {need} GPUs; {len(gpus)} visible")
     import multiprocessing as mp
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sdft.chat import chat_messages
+from sdft.errors import InputError
+
 
 @dataclass
 class Example:
@@ -29,14 +32,8 @@ class Example:
         return self.instruction
 
     def messages(self, system: str | None = None) -> list[dict]:
-        """Chat messages for the prompt (no assistant reply)."""
-        msgs: list[dict] = []
-        sys_text = system if system is not None else self.system
-        if sys_text:
-            msgs.append({"role": "system", "content": sys_text})
-        msgs.extend(self.history)
-        msgs.append({"role": "user", "content": self.prompt})
-        return msgs
+        """Chat messages for the prompt (no assistant reply); `system` replaces the example's own."""
+        return chat_messages(self.prompt, system if system is not None else self.system, self.history)
 
 
 @dataclass
@@ -57,7 +54,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class DataError(Exception):
+class DataError(InputError):
     """Bad input. Carries every problem found so they can be reported together (exit code 2)."""
 
     def __init__(self, problems: list[Problem] | Problem):

@@ -13,10 +13,11 @@ Sources:
 Layouts, detected from the column names:
   chat             messages | conversations   (OpenAI role/content or ShareGPT from/value turns)
   alpaca           instruction, output, optional input   (also MultiArith, OpenFunctions, AlpacaEval)
-  gsm8k            question, answer
+  gsm8k            question, answer   (an answer ending in GSM8K's "#### N" is normalised: see gsm8k.py)
   prompt/response  prompt, response
   advbench         goal (prompts only; `target` is the attack's wished-for reply, never a reference)
-Optional columns `id` and `system` are used when present. Other names are mapped with
+Optional columns `id`, `system` and `history` (earlier chat turns, as `sdft distill`
+writes them) are used when present. Other names are mapped with
 `columns={"prompt": "q", "response": "a"}` (CLI: `--columns prompt=q,response=a`).
 """
 
@@ -33,8 +34,10 @@ from urllib.parse import parse_qs
 
 from sdft.data.arithmetic import generate_arithmetic
 from sdft.data.example import DataError, Example, Problem
+from sdft.data.gsm8k import normalize_gsm8k_answer
+from sdft.errors import InputError
 
-CANONICAL = ("prompt", "response", "input", "id", "system", "messages")
+CANONICAL = ("prompt", "response", "input", "id", "system", "messages", "history")
 EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")
 BUILTINS = {"arithmetic": generate_arithmetic}
 
@@ -102,7 +105,7 @@ def load_examples(
     empty and come back as "".
     """
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise InputError(f"limit must be >= 0, got {limit}")
     source = str(source)
     mapping = _check_mapping(columns, source)
     if source.startswith("builtin:"):
@@ -390,6 +393,7 @@ class _Spec:
     id: str | None = None
     system: str | None = None
     messages: str | None = None
+    history: str | None = None  # earlier chat turns of a non-chat row (e.g. a distilled file)
 
 
 def _check_mapping(columns: dict[str, str] | None, label: str) -> dict[str, str]:
@@ -439,6 +443,8 @@ def _resolve_columns(
         )
     spec.id = mapping.get("id") or ("id" if "id" in present else None)
     spec.system = mapping.get("system") or ("system" if "system" in present else None)
+    if spec.messages is None:
+        spec.history = mapping.get("history") or ("history" if "history" in present else None)
 
     before = len(report.problems)
     for key, col in mapping.items():
@@ -482,8 +488,11 @@ def _convert_row(report: _Report, num: int, row: dict, spec: _Spec, require_resp
         return Example(ex_id, instruction, response, system=chat_system or system, history=history, row=num)
     instruction = text(spec.prompt, "prompt", required=True)
     response = text(spec.response, "response", required=require_response)
+    if spec.layout == "gsm8k":  # "<<48/2=24>>" annotations and "#### 72" into plain text (see gsm8k.py)
+        response = normalize_gsm8k_answer(response)
     inp = text(spec.input, "input", required=False)
-    return Example(ex_id, instruction, response, input=inp, system=system, row=num)
+    history = _parse_history(report, num, spec.history, row.get(spec.history)) if spec.history else []
+    return Example(ex_id, instruction, response, input=inp, system=system, history=history or [], row=num)
 
 
 def _check_text(report: _Report, num: int, field: str, value: Any, what: str, required: bool) -> str:
@@ -571,6 +580,21 @@ def _parse_chat(
         turns.append(("assistant", ""))
     history = [{"role": r, "content": c} for r, c in turns[:-2]]
     return system, history, turns[-2][1], turns[-1][1]
+
+
+def _parse_history(report: _Report, num: int, col: str, value: Any) -> list[dict] | None:
+    """Earlier turns before a row's prompt: user/assistant alternating, from user to assistant, as
+    chat turns (role/content or from/value). Missing, null or [] means no history."""
+    if value is None or value == []:
+        return []
+    parsed = _parse_chat(report, num, col, value, require_response=True)
+    if parsed is None:
+        return None
+    system, history, user, assistant = parsed
+    if system is not None:
+        report.add(num, f"{col}[0].role", "history cannot hold a system turn; put it in the system column")
+        return None
+    return history + [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
 def _kind(value: Any) -> str:

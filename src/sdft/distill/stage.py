@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sdft.data.example import Example
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
-from sdft.distill.verify import check
+from sdft.distill.verify import status
+from sdft.errors import InputError
 from sdft.generation import GenerationConfig, tokenize_prompts
 from sdft.io import atomic_write, write_json
 from sdft.resume import StaleStateError, finish, generate_resumable, process_state
@@ -33,6 +34,21 @@ class DistillConfig:
     backend: str = "transformers"  # or "vllm" (GPU only; see sdft.vllm_backend)
     tensor_parallel: int = 1  # vllm: GPUs per model replica
     data_parallel: int = 1  # vllm: model replicas, each on a shard of the prompts
+    # Candidates (sdft.distill.candidates): besides the greedy rewrite, candidates - 1 sampled ones and,
+    # with self_answer, the seed's own answer to the plain instruction; a row keeps the passing one the
+    # seed finds most likely under the training prompt. Sampling settings as in transformers' generate
+    # (top_k 0 and top_p 1: off); `--sampling paper` sets the SDFT paper's 0.95 / 0.7 / 50.
+    candidates: int = 1
+    self_answer: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        from sdft.distill.candidates import validate
+
+        validate(self)
 
 
 def summary_path(out: Path) -> Path:
@@ -44,10 +60,14 @@ def parts_dir(out: Path) -> Path:
 
 
 def build_rows(examples: list[Example], replies: list[str | None], task: str, template: DistillTemplate,
-               too_long: set[int]) -> list[dict]:
+               too_long: set[int], truncated: set[int] = frozenset()) -> list[dict]:
+    """One row per example; `truncated` holds the indices of replies cut off at max_new_tokens."""
     rows = []
     for i, (ex, reply) in enumerate(zip(examples, replies)):
-        reason = "too_long" if i in too_long else check(task, reply or "", ex.response)
+        if i in too_long:
+            state, reason = "rejected", "too_long"
+        else:
+            state, reason = status(task, reply or "", ex.response, truncated=i in truncated)
         row = {
             "id": ex.id,
             "row": ex.row,
@@ -57,8 +77,10 @@ def build_rows(examples: list[Example], replies: list[str | None], task: str, te
             "original": ex.response,
             "distilled": reply,
             "response": ex.response if reason else reply,
-            "accepted": reason is None,
+            "accepted": reason is None,  # also true for accepted_unverified: the rewrite is used
             "reject_reason": reason,
+            "status": state,
+            "kept_kind": "original" if reason else "greedy",  # with candidates: also sample, self_answer
             "template": template.name,
         }
         if ex.system:
@@ -75,10 +97,34 @@ def summarize(rows: list[dict], task: str) -> dict:
     return {
         "task": task,
         "rows": len(rows),
-        "accepted": accepted,
+        "accepted": accepted,  # every kept rewrite, accepted_unverified included
         "accepted_pct": round(100.0 * accepted / max(len(rows), 1), 2),
+        # of those, kept without a check against the reference (it held no answer or call to compare)
+        "accepted_unverified": sum(r.get("status") == "accepted_unverified" for r in rows),
         "reject_reasons": dict(reasons.most_common()),
+        "kept_kinds": dict(Counter(r.get("kept_kind") for r in rows if r.get("kept_kind")).most_common()),
     }
+
+
+def hit_token_limit(tokenizer, replies: list[str | None], max_new_tokens: int) -> set[int]:
+    """Indices of replies that ran into max_new_tokens instead of ending (rejected as truncated).
+
+    Generation returns text only (the engines differ), so the reply is re-encoded. Re-encoding can
+    merge a few tokens the model produced separately, hence the small allowance: a reply that ends
+    on its own that close to the limit is rare, and a rejected row just keeps its reference.
+    """
+    slack = max(1, max_new_tokens // 50)
+    texts = [(i, r) for i, r in enumerate(replies) if r]
+    if not texts:
+        return set()
+    ids = tokenize_prompts(tokenizer, [r for _, r in texts])
+    return {i for (i, _), n in zip(texts, map(len, ids)) if n >= max_new_tokens - slack}
+
+
+def unverified_note(summary: dict) -> str:
+    """'; 3 of them unverified' when some kept rewrites could not be checked against their reference."""
+    n = summary.get("accepted_unverified") or 0
+    return f"; {n} of them unverified (the reference has no answer to compare)" if n else ""
 
 
 def context_limit(model, tokenizer, max_context: int | None = None) -> int:
@@ -105,14 +151,16 @@ def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: Dist
 
 def distill(model, tokenizer, model_name: str, examples: list[Example], task: str, out: str | Path,
             cfg: DistillConfig, force: bool = False, max_context: int | None = None,
-            progress: bool = True) -> dict:
-    """Run (or resume) distillation into `out` (JSONL); returns the summary."""
+            progress: bool = True, revision: str | None = None) -> dict:
+    """Run (or resume) distillation into `out` (JSONL); returns the summary. `revision` is the model's hub
+    revision: the vLLM backend loads it, and it keys the saved state (the transformers model comes loaded)."""
     state = process_state()
     out = Path(out)
     template = get_template(cfg.template, task)
     prompts = [render_distill_prompt(tokenizer, template, ex) for ex in examples]
     limit = context_limit(model, tokenizer, max_context)
-    key = fingerprint(model_name, task, template, cfg, prompts, examples, limit)
+    key = fingerprint(model_name if revision is None else f"{model_name}@{revision}", task, template, cfg, prompts,
+                      examples, limit)
     summary_file = summary_path(out)
     if out.is_file() and summary_file.is_file() and not force:
         summary = json.loads(summary_file.read_text())
@@ -132,17 +180,24 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
         from sdft.vllm_backend import generate_vllm
 
         texts = generate_vllm(resolve_model(model_name), [prompts[i] for i in live], gen,
-                              tensor_parallel_size=cfg.tensor_parallel, data_parallel_size=cfg.data_parallel)
+                              tensor_parallel_size=cfg.tensor_parallel, data_parallel_size=cfg.data_parallel,
+                              **({"revision": revision} if revision else {}))
     elif cfg.backend == "transformers":
         texts = generate_resumable(model, tokenizer, [prompts[i] for i in live], gen, parts_dir(out), key,
                                    force=force, desc="distill", progress=progress)
     else:
-        raise ValueError(f"unknown backend '{cfg.backend}'; use transformers or vllm")
+        raise InputError(f"unknown backend '{cfg.backend}'; use transformers or vllm")
     replies: list[str | None] = [None] * len(examples)
     for i, text in zip(live, texts):
         replies[i] = text
 
-    rows = build_rows(examples, replies, task, template, too_long)
+    rows = build_rows(examples, replies, task, template, too_long,
+                      truncated=hit_token_limit(tokenizer, replies, cfg.max_new_tokens))
+    if cfg.candidates > 1 or cfg.self_answer:  # more candidates per row; the most likely passing one is kept
+        from sdft.distill.candidates import add_candidates
+
+        add_candidates(model, tokenizer, examples, rows, prompts, live, task, cfg, gen, parts_dir(out), key,
+                       force=force, progress=progress)
     summary = summarize(rows, task) | {"model": model_name, "template": template.name,
                                        "config": asdict(cfg), "fingerprint": key, "output": out.name}
     if state.is_main_process:

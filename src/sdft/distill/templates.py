@@ -1,5 +1,10 @@
 """Distillation prompts: the seed model is shown the task and the reference answer and asked to answer
-in its own words. Every template is rendered through the model's own chat template.
+in its own words. Every template is rendered through the model's own chat template (sdft.chat).
+
+The example's own system prompt and chat history are part of the task, so the prompt carries them as
+training does: history as earlier turns, and the system prompt as the system turn, followed by the
+template's instructions after a blank line (the example's persona and rules first, then what to do
+with the reference). Templates without a system role get that text folded into the first user turn.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from sdft.chat import chat_messages, render_chat
 from sdft.data.example import Example
+from sdft.errors import InputError
 
 _FIRST = "Below are an instruction that describes a task along with a reference answer."
 
@@ -18,7 +25,7 @@ _FIRST = "Below are an instruction that describes a task along with a reference 
 class DistillTemplate:
     name: str
     system: str | None
-    user: str  # format string over {instruction}, {input}, {input_section}, {reference}
+    user: str  # format string over PLACEHOLDERS
     assistant_prefix: str = ""  # opens the assistant turn; steers the reply, not part of it
 
     def user_text(self, example: Example) -> str:
@@ -28,8 +35,18 @@ class DistillTemplate:
             instruction=example.instruction,
             input=example.input,
             input_section=section,
+            prompt=example.prompt,
             reference=example.response,
         )
+
+    def system_text(self, example: Example) -> str | None:
+        """The example's own system prompt, then the template's instructions (either may be absent)."""
+        parts = [t for t in (example.system, self.system) if t and t.strip()]
+        return "\n\n".join(parts) or None
+
+
+# {prompt} is the user turn exactly as training shows it: the instruction, then the input if any.
+PLACEHOLDERS = ("instruction", "input", "input_section", "prompt", "reference")
 
 
 _SECTIONS = "### Instruction:\n{instruction}\n\n{input_section}### Reference Answer:\n{reference}"
@@ -49,7 +66,7 @@ TEMPLATES: dict[str, DistillTemplate] = {
         "math",
         "You are an expert in math. Below are a math question and its reference answer. Refer to the "
         "reference answer and write a response that appropriately answers the question.",
-        "{instruction}\n\n{reference}",
+        "{prompt}\n\n{reference}",
         assistant_prefix="Great! Let's think step by step. ",
     ),
 }
@@ -63,55 +80,37 @@ def get_template(name_or_file: str | None, task: str) -> DistillTemplate:
     """A built-in template by name, a user file, or the task's default.
 
     A user file is either YAML with keys `system`, `user`, `assistant_prefix`, or plain text used as the
-    user turn; both may use {instruction}, {input}, {input_section} and {reference}.
+    user turn; both may use {instruction}, {input}, {input_section}, {prompt} and {reference}.
     """
     if task not in TASK_TEMPLATE:
-        raise ValueError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+        raise InputError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
     if not name_or_file:
         return TEMPLATES[TASK_TEMPLATE[task]]
     if name_or_file in TEMPLATES:
         return TEMPLATES[name_or_file]
     path = Path(name_or_file)
     if not path.is_file():
-        raise ValueError(f"template '{name_or_file}' is neither a built-in ({', '.join(TEMPLATES)}) nor a file")
+        raise InputError(f"template '{name_or_file}' is neither a built-in ({', '.join(TEMPLATES)}) nor a file")
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
         spec = yaml.safe_load(text) or {}
         unknown = set(spec) - {"system", "user", "assistant_prefix"}
         if unknown or "user" not in spec:
-            raise ValueError(f"{path}: a template needs a 'user' key and only system/user/assistant_prefix")
+            raise InputError(f"{path}: a template needs a 'user' key and only system/user/assistant_prefix")
         template = DistillTemplate(path.stem, spec.get("system"), spec["user"], spec.get("assistant_prefix") or "")
     else:
         template = DistillTemplate(path.stem, None, text)
     if "{reference}" not in template.user:
-        raise ValueError(f"{path}: the template's user turn must contain {{reference}}")
+        raise InputError(f"{path}: the template's user turn must contain {{reference}}")
     try:
         template.user.format(instruction="", input="", input_section="", reference="")
     except (KeyError, IndexError) as e:
-        raise ValueError(f"{path}: unknown placeholder {e}; use {{instruction}}, {{input}}, {{input_section}}, {{reference}}") from e
+        raise InputError(f"{path}: unknown placeholder {e}; use {{instruction}}, {{input}}, {{input_section}}, {{reference}}") from e
     return template
 
 
-def render_chat(tokenizer, messages: list[dict], assistant_prefix: str = "") -> str:
-    """Render messages with the model's chat template, ready for the assistant's reply.
-
-    Some chat templates reject a system turn; then the system text is folded into the first user turn.
-    """
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:
-        if not messages or messages[0]["role"] != "system":
-            raise
-        system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
-        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
-        text = tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=True)
-    return text + assistant_prefix
-
-
 def render_distill_prompt(tokenizer, template: DistillTemplate, example: Example) -> str:
-    messages = []
-    if template.system:
-        messages.append({"role": "system", "content": template.system})
-    messages.extend(example.history)
-    messages.append({"role": "user", "content": template.user_text(example)})
+    """The distillation prompt of one example through the model's chat template: system turn, the
+    example's history, the template's user turn, and the template's assistant prefix."""
+    messages = chat_messages(template.user_text(example), template.system_text(example), example.history)
     return render_chat(tokenizer, messages, template.assistant_prefix)

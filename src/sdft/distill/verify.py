@@ -1,8 +1,10 @@
-"""Checks on model replies: final math answers, Python function calls, code blocks, ban phrases.
+"""Checks on model replies: final math answers, Python function calls, code blocks, ban phrases,
+loops, and (through sdft.distill.steps) the arithmetic of worked answers.
 
 `check` is the SDFT distillation filter: a rewritten (distilled) response is kept only if
-it passes, otherwise the original reference response is used. The same helpers score
-replies at evaluation time. Everything here is a pure function of strings; no model.
+it passes, otherwise the original reference response is used; `status` adds whether the check
+could compare it with the reference at all. The same helpers score replies at evaluation time.
+Everything here is a pure function of strings; no model.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import ast
 import re
 import threading
 import warnings
+from collections import Counter
 from fractions import Fraction
 from typing import Any
 
 from math_verify import parse, verify
+
+from sdft.distill.steps import wrong_steps
 
 # Phrases that show the model talking about the distillation prompt instead of answering.
 BAN_PHRASES: tuple[str, ...] = (
@@ -35,7 +40,13 @@ REJECT_REASONS: tuple[str, ...] = (
     "no_call",
     "call_mismatch",
     "no_code_block",
+    "wrong_step",  # math: an equation in the reply's work does not hold (see sdft.distill.steps)
+    "repetition",  # a line or a long run of words repeated: the model looped
+    "truncated",  # the reply hit the token limit before it ended
 )
+# What became of a row: its rewrite kept after checking it against the reference, kept without that
+# check (the reference holds no answer or call to compare with), or replaced by the reference.
+STATUSES: tuple[str, ...] = ("accepted", "accepted_unverified", "rejected")
 
 _TASKS = ("math", "function", "code", "general")
 
@@ -71,16 +82,10 @@ _NUMBER = re.compile(
     r"\\[dt]?frac\{\s*-?\d+\s*\}\{\s*\d+\s*\}"
     r"|(?<![\w.])-?" + _NUM + r"(?:/\d+(?!\d|\.\d))?"
 )
-_ANSWER_IS = re.compile(r"answer is", re.IGNORECASE)
 
 
 def _clean_number(s: str) -> str:
     return s.replace(",", "") if not s.startswith("\\") else s.replace(" ", "")
-
-
-def _first_number(text: str) -> str | None:
-    m = _NUMBER.search(text)
-    return _clean_number(m.group()) if m else None
 
 
 def _last_boxed(text: str) -> str | None:
@@ -96,23 +101,34 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
+# "#### 72" alone on its line: GSM8K's answer line (a Markdown heading such as "#### Step 2" is not one)
+_GSM8K_LINE = re.compile(r"^[ \t]*####[ \t]*\$?[ \t]*(" + _NUMBER.pattern + r")[ \t]*%?[ \t]*\.?[ \t]*$", re.MULTILINE)
+# "The answer is: $1,234.50", "the final answer is **18**", "answer is \boxed{7}": the number right after
+_ANSWER_NUMBER = re.compile(
+    r"answer is[\s:*$(\\]*(?:boxed\{|\\\()?\s*\\?\$?\s*(" + _NUMBER.pattern + r")", re.IGNORECASE
+)
+# inside \boxed{}: "18 \text{ dollars}", "\$1,000", "25\%" -> the number
+_BOXED_NUMBER = re.compile(r"\\?\$?\s*(" + _NUMBER.pattern + r")(?:\s*(?:\\?%|\\text\{[^{}]*\}|[A-Za-z ]+))?\.?")
+
+
 def extract_math_answer(text: str) -> str | None:
     """The final answer of a math reply, e.g. '1234.50' from 'The answer is: $1,234.50.'.
 
-    Looks, in order, for a GSM8K '#### N' line, a \\boxed{..}, the last 'The answer is ...',
-    then falls back to the last number anywhere. None when the text holds no number.
+    In order: the last GSM8K answer line ('#### N' alone on a line), the last 'The answer is N',
+    the last \\boxed{..}, then the last number anywhere. Thousands separators, '$' and units are
+    dropped, so answers compare by value. None when the text holds no number.
     """
-    mark = text.rfind("####")
-    if mark >= 0 and (ans := _first_number(text[mark + 4 :])):
-        return ans
+    lines = _GSM8K_LINE.findall(text)
+    if lines:
+        return _clean_number(lines[-1])
+    said = _ANSWER_NUMBER.findall(text)
+    if said:
+        return _clean_number(said[-1])
     boxed = _last_boxed(text)
     if boxed is not None and re.search(r"\d", boxed):
         boxed = boxed.strip().strip("$").strip().rstrip(".")
-        plain = boxed.replace(",", "")
-        return plain if re.fullmatch(r"-?\d+(?:\.\d+)?", plain) else boxed
-    said = list(_ANSWER_IS.finditer(text))
-    if said and (ans := _first_number(text[said[-1].end() :])):
-        return ans
+        m = _BOXED_NUMBER.fullmatch(boxed)
+        return _clean_number(m[1]) if m else boxed
     numbers = _NUMBER.findall(text)
     return _clean_number(numbers[-1]) if numbers else None
 
@@ -324,15 +340,51 @@ def _bind(pos: list, kw: dict, names: list[str]) -> dict | None:
 
 
 # -----------------------------------------------------------------------------
+# repetition
+
+REPEAT_TIMES = 3  # a line, or a run of words, seen this often is a loop, not a list
+# words in a run that may not recur REPEAT_TIMES times anywhere: long enough that templated lists
+# ("Day 1: Start with a 5-minute warm-up, ...") pass, while a loop of any period is caught once it has
+# gone on for a few times this many words
+REPEAT_NGRAM = 20
+_MIN_LINE_CHARS = 16  # shorter lines ("}", "return x", "Step 1:") legitimately recur
+_MIN_LINE_WORDS = 3
+# one short unit ("ha", "ab1") repeated over 80+ characters with no spaces to count words by
+_CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{9,}")
+
+
+def find_repetition(text: str) -> str | None:
+    """The repeated line or run of words that shows the model looped, else None.
+
+    A loop is: a non-trivial line written REPEAT_TIMES times; a run of REPEAT_NGRAM words written
+    REPEAT_TIMES times (so "the the the ..." too); or 80+ characters repeating a short unit with
+    letters or digits ("hahaha...", but not a rule of dots or dashes). A song's chorus written three
+    times counts too: such a row keeps its reference, which costs little.
+    """
+    lines = Counter(" ".join(line.split()).lower() for line in text.splitlines())
+    for line, n in lines.items():
+        if n >= REPEAT_TIMES and len(line) >= _MIN_LINE_CHARS and len(line.split()) >= _MIN_LINE_WORDS:
+            return line
+    words = text.lower().split()
+    grams = Counter(tuple(words[i : i + REPEAT_NGRAM]) for i in range(len(words) - REPEAT_NGRAM + 1))
+    if grams and (top := grams.most_common(1)[0])[1] >= REPEAT_TIMES:
+        return " ".join(top[0])
+    loop = next((m for m in _CHAR_LOOP.finditer(text) if len(m[0]) >= 80 and re.search(r"\w", m[1])), None)
+    return loop[0] if loop else None
+
+
+# -----------------------------------------------------------------------------
 # the distillation filter
 
 
-def check(task: str, distilled: str, reference: str) -> str | None:
+def check(task: str, distilled: str, reference: str, truncated: bool = False) -> str | None:
     """None if the distilled reply may replace the reference, else a code from REJECT_REASONS.
 
-    math: the final answers must agree. function: some call in the reply must equal the
-    reference call (checked only when the reference parses as one). code: the reply must
-    keep a fenced code block. general: ban phrases only.
+    Every task: not empty, no ban phrase, no repetition, not cut off at the token limit
+    (`truncated`, which only the caller knows). math: the final answers must agree and every
+    equation the reply writes must hold. function: some call in the reply must equal the
+    reference call (checked only when the reference parses as one). code: the reply must keep a
+    fenced code block.
     """
     if task not in _TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {_TASKS}")
@@ -340,14 +392,21 @@ def check(task: str, distilled: str, reference: str) -> str | None:
         return "empty"
     if find_ban_phrase(distilled) is not None:
         return "ban_phrase"
+    # before "truncated": a looping reply usually runs into the limit, and the loop is the cause
+    if find_repetition(distilled) is not None:
+        return "repetition"
+    if truncated:
+        return "truncated"
     if task == "math":
         pred = extract_math_answer(distilled)
         if pred is None:
             return "no_answer"
         ref = extract_math_answer(reference)
-        # a reference without a final answer can't be checked against; keep the reply
+        # a reference without a final answer can't be checked against (see `verifiable`)
         if ref is not None and not math_answers_equal(pred, ref):
             return "answer_mismatch"
+        if wrong_steps(distilled):
+            return "wrong_step"
     elif task == "function":
         ref_call = parse_call(reference)
         if ref_call is None:
@@ -361,3 +420,22 @@ def check(task: str, distilled: str, reference: str) -> str | None:
         if not has_code_block(distilled):
             return "no_code_block"
     return None
+
+
+def verifiable(task: str, reference: str) -> bool:
+    """Whether `check` can compare a reply with this reference: a math reference with a final
+    answer, a function reference that parses as a call. code and general compare nothing with the
+    reference (their checks are the whole test), so they count as verifiable."""
+    if task == "math":
+        return extract_math_answer(reference) is not None
+    if task == "function":
+        return parse_call(reference) is not None
+    return True
+
+
+def status(task: str, distilled: str, reference: str, truncated: bool = False) -> tuple[str, str | None]:
+    """(status from STATUSES, reject reason or None) for one distilled reply."""
+    reason = check(task, distilled, reference, truncated=truncated)
+    if reason is not None:
+        return "rejected", reason
+    return ("accepted" if verifiable(task, reference) else "accepted_unverified"), None

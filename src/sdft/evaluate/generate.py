@@ -6,8 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from sdft.chat import render_chat
 from sdft.data.example import Example
-from sdft.distill.templates import render_chat
 from sdft.generation import GenerationConfig
 from sdft.io import atomic_write
 from sdft.resume import finish, generate_resumable, process_state
@@ -16,6 +16,8 @@ from sdft.resume import finish, generate_resumable, process_state
 def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig) -> str:
     h = hashlib.sha256(json.dumps([spec.name, spec.dtype, adapter, gen.max_new_tokens, gen.batch_size,
                                    gen.max_batch_tokens, list(gen.stop)]).encode())
+    if getattr(spec, "revision", None):  # another revision is another model (keys without one stay as they were)
+        h.update(f"revision={spec.revision}".encode())
     for p in prompts:
         h.update(p.encode())
     return h.hexdigest()

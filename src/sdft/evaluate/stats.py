@@ -73,6 +73,44 @@ def bootstrap_mean_interval(
     return float(low), float(high)
 
 
+def bootstrap_difference_interval(
+    a,
+    b,
+    paired: bool = True,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval for mean(a) - mean(b), where a and b are (seeds, items) arrays of
+    per-item scores of two models evaluated on the same items (column j is item j for both).
+
+    Items are resampled; each resample's statistic is the mean over seeds of the per-item difference.
+    Paired (the default), one set of items is drawn for both models, so what makes an item easy or hard
+    for both cancels out; unpaired draws the two models' items independently (wider when scores are
+    correlated across models, as they are for the same prompts).
+    """
+    x, y = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"need two non-empty score arrays of the same shape, got {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("bootstrap_difference_interval got a NaN or infinite value")
+    if paired:
+        # Mean over seeds then over resampled items equals the mean over seeds of each resample's mean.
+        return bootstrap_mean_interval((x - y).mean(axis=0), n_resamples, confidence, seed)
+    rng = np.random.default_rng(seed)
+    n = x.shape[1]
+    xs, ys = x.mean(axis=0), y.mean(axis=0)
+    diffs = np.empty(n_resamples, dtype=np.float64)
+    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
+    for start in range(0, n_resamples, block):
+        stop = min(start + block, n_resamples)
+        diffs[start:stop] = (xs[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+                             - ys[rng.integers(0, n, size=(stop - start, n))].mean(axis=1))
+    alpha = 1.0 - confidence
+    low, high = np.quantile(diffs, [alpha / 2, 1.0 - alpha / 2])
+    return float(low), float(high)
+
+
 @dataclass
 class Metric:
     """One reported number with its sample size and confidence interval."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from sdft.chat import chat_messages, render_chat
 from sdft.config import EvalConfig
-from sdft.distill.templates import render_chat
 from sdft.evaluate.stats import Metric, mean_metric
 from sdft.generation import GenerationConfig
 from sdft.models import ModelSpec
@@ -74,8 +74,7 @@ class SuiteContext:
 
 
 def user_turn(text: str, system: str | None = None) -> list[dict]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": text}]
+    return chat_messages(text, system)
 
 
 def finite(values: Iterable[float | None]) -> list[float]:

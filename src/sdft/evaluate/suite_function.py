@@ -10,13 +10,14 @@ from __future__ import annotations
 from sdft.config import EvalConfig
 from sdft.data.load import load_examples
 from sdft.distill.verify import calls_equal, calls_match_loosely, extract_calls, parse_call
+from sdft.errors import InputError
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
 
 
 def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
     if not cfg.function_data:
-        raise ValueError("the function suite has no built-in data: pass --function-data FILE "
+        raise InputError("the function suite has no built-in data: pass --function-data FILE "
                          "(OpenFunctions-style instruction/output rows; eval.function_data in a config)")
 
 

@@ -4,13 +4,19 @@ SDFT's premise is that the model's own rewrites sit closer to its distribution t
 responses do, so fine-tuning on them moves the model less. This suite measures that directly: the
 mean per-token NLL of the original responses ("nll_original") and of the kept distilled ones
 ("nll_distilled", accepted rows only), plus their paired difference ("nll_gap" = original - distilled,
-on accepted rows). Per-row values go to predictions.jsonl for histograms.
+on accepted rows, with its bootstrap interval), and the share of accepted rows whose kept rewrite is
+the more likely target ("rewrite_more_likely": nll_gap > 0, with its Wilson interval): the mean can be
+carried by a few rows, the share says how general the premise holds. Per-row values (and the row's
+`kept_kind` when distilled with candidates) go to predictions.jsonl for histograms.
 """
 
 from __future__ import annotations
 
+from sdft.chat import chat_messages
 from sdft.config import EvalConfig
+from sdft.errors import InputError
 from sdft.evaluate.likelihood import response_nll
+from sdft.evaluate.stats import proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite
 from sdft.io import read_jsonl
 
@@ -19,15 +25,13 @@ FIELDS = ("prompt", "original", "response", "accepted")
 
 def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
     if not train_data:
-        raise ValueError("the gap suite needs the distilled training data (train_data: a JSONL with "
+        raise InputError("the gap suite needs the distilled training data (train_data: a JSONL with "
                          f"fields {', '.join(FIELDS)}, as written by `sdft distill`)")
 
 
 def prompt_messages(row: dict) -> list[dict]:
     """The chat prompt the row was trained with."""
-    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    messages += row.get("history") or []
-    return messages + [{"role": "user", "content": row["prompt"]}]
+    return chat_messages(row["prompt"], row.get("system"), row.get("history") or ())
 
 
 def load_rows(path: str, limit: int | None) -> list[dict]:
@@ -35,7 +39,7 @@ def load_rows(path: str, limit: int | None) -> list[dict]:
     for n, row in enumerate(rows, 1):
         missing = [f for f in FIELDS if f not in row]
         if missing:
-            raise ValueError(f"{path} row {n}: missing {', '.join(missing)}; expected a distilled JSONL")
+            raise InputError(f"{path} row {n}: missing {', '.join(missing)}; expected a distilled JSONL")
     return rows
 
 
@@ -55,5 +59,10 @@ def run(ctx: SuiteContext) -> SuiteResult:
         gap = orig - dist if dist is not None else None
         out.append({"id": r.get("id"), "accepted": bool(r["accepted"]), "nll_original": finite_or_none(orig),
                     "nll_distilled": finite_or_none(dist), "nll_gap": finite_or_none(gap)})
+        if r.get("kept_kind"):
+            out[-1]["kept_kind"] = r["kept_kind"]
     metrics = [mean_of_finite(name, [o[name] for o in out]) for name in ("nll_original", "nll_distilled", "nll_gap")]
+    gaps = [o["nll_gap"] for o in out if o["nll_gap"] is not None]
+    if gaps:
+        metrics.append(proportion_metric("rewrite_more_likely", sum(g > 0 for g in gaps), len(gaps)))
     return SuiteResult([m for m in metrics if m is not None], out)

@@ -23,12 +23,23 @@ ALPACA_EVAL_FILE = "alpaca_eval_outputs.json"
 JUDGE_SEED = 0
 
 
+ALPACA_EVAL_HUB = "tatsu-lab/alpaca_eval:alpaca_eval:eval"  # AlpacaEval's 805 instructions
+
+
 def helpfulness_instructions(cfg: EvalConfig) -> list[tuple[str, str]]:
-    """(id, instruction) pairs: a prompt file if the config names one, else the retention instructions."""
-    source = getattr(cfg, "helpfulness_data", None)  # not an EvalConfig field yet; honoured if added
+    """(id, instruction) pairs: the configured instructions (a file, a hub set, or "alpaca_eval"), else the
+    built-in everyday instructions. AlpacaEval matches outputs to its set by the instruction text, which
+    is therefore passed through unchanged."""
+    source = ALPACA_EVAL_HUB if cfg.helpfulness_data == "alpaca_eval" else cfg.helpfulness_data
     if source:
         return [(ex.id, ex.prompt) for ex in load_examples(source, limit=cfg.limit, require_response=False)]
     return [(row["id"], row["instruction"]) for row in load_resource(RETENTION)[: cfg.limit]]
+
+
+def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
+    """Read the configured instructions before any model is loaded: a bad file fails first."""
+    if cfg.helpfulness_data:
+        helpfulness_instructions(cfg)
 
 
 def mean_words_metric(replies: list[str]) -> Metric:
@@ -50,6 +61,9 @@ def judge_against_seed(ctx: SuiteContext, items: list[tuple[str, str]], replies:
     if cfg is None:
         return [], [note(name, "skipped: set SDFT_JUDGE_URL and SDFT_JUDGE_MODEL to compare with the seed")]
     if ctx.seed_dir is None:
+        if ctx.adapter:
+            return [], [note(name, "skipped: judging a fine-tuned model against the seed needs --seed-dir DIR "
+                                   "(the seed model's eval folder)")]
         return [], [note(name, "skipped: this is the seed model")]
     theirs = seed_outputs(ctx.seed_dir)
     if theirs is None:

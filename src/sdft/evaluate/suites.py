@@ -1,24 +1,31 @@
 """Run evaluation suites on one model and write each suite's predictions and metrics.
 
-Layout, per suite: `<out_dir>/<suite>/predictions.jsonl` (one row per item) and `metrics.json` (a
-list of {suite, name, value, n, low, high}; entries with value null carry a "note"). metrics.json is
-written last, so its presence marks a finished suite: a rerun skips it unless `force`.
+Layout, per suite: `<out_dir>/<suite>/settings.json` (what produced the results: model, adapter,
+suite settings, digests of the data files), `predictions.jsonl` (one row per item) and `metrics.json` (a
+list of {suite, name, value, n, low, high}; entries with value null carry a "note"). settings.json is
+written when a suite starts and metrics.json last, so a rerun reuses a finished suite only when its
+settings are the same now; otherwise it says what changed and redoes the suite (`force` always redoes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from sdft.config import EvalConfig
+from sdft.errors import InputError
 from sdft.evaluate import (
     suite_function,
     suite_gap,
     suite_helpfulness,
     suite_humaneval,
     suite_knowledge,
+    suite_lm_eval,
     suite_math,
     suite_retention,
     suite_safety,
@@ -36,24 +43,122 @@ def _no_check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
 @dataclass(frozen=True)
 class Suite:
     run: Callable[[SuiteContext], SuiteResult]
-    # Raises ValueError for missing inputs; called for every suite to run before the model is loaded.
+    # Raises InputError for missing inputs; called for every suite to run before the model is loaded.
     check: Callable[[EvalConfig, str | None, Path | None], None] = _no_check
+    # The EvalConfig fields its results depend on (batch_size is not one: it changes memory, not replies).
+    settings: tuple[str, ...] = ("limit", "max_new_tokens")
+    uses_train_data: bool = False
+    compares_with_seed: bool = False  # reads the seed model's results from seed_dir
+    # False: this run needs no model in memory (scoring given predictions; lm-eval loads its own).
+    needs_model: Callable[[EvalConfig], bool] = lambda cfg: True
 
 
 SUITES: dict[str, Suite] = {
-    "math": Suite(suite_math.run),
-    "function": Suite(suite_function.run, suite_function.check),
-    "humaneval": Suite(suite_humaneval.run),
-    "safety": Suite(suite_safety.run),
-    "helpfulness": Suite(suite_helpfulness.run),
-    "knowledge": Suite(suite_knowledge.run),
-    "gap": Suite(suite_gap.run, suite_gap.check),
-    "retention": Suite(suite_retention.run, suite_retention.check),
+    "math": Suite(suite_math.run, settings=("limit", "max_new_tokens", "math_data")),
+    "function": Suite(suite_function.run, suite_function.check, settings=("limit", "max_new_tokens", "function_data")),
+    "humaneval": Suite(suite_humaneval.run, suite_humaneval.check, settings=("limit", "max_new_tokens", "humaneval_predictions"),
+                       needs_model=suite_humaneval.needs_model),
+    "safety": Suite(suite_safety.run, settings=("limit", "max_new_tokens", "safety_data")),
+    "helpfulness": Suite(suite_helpfulness.run, suite_helpfulness.check, settings=("limit", "max_new_tokens", "helpfulness_data"),
+                         compares_with_seed=True),
+    "knowledge": Suite(suite_knowledge.run, settings=("limit", "knowledge_data")),
+    "gap": Suite(suite_gap.run, suite_gap.check, settings=("limit",), uses_train_data=True),
+    "retention": Suite(suite_retention.run, suite_retention.check, compares_with_seed=True),
+    "lm_eval": Suite(suite_lm_eval.run, suite_lm_eval.check, settings=("limit", "lm_eval_tasks"),
+                     needs_model=lambda cfg: False),
 }
+SETTINGS_FILE = "settings.json"
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_digest(path: str | Path, contents: bool) -> str:
+    """Digest of a folder's files: their bytes (`contents`, for adapters: megabytes) or, for model folders
+    of many gigabytes, their names, sizes and modification times."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if contents:
+            h.update(f"{rel}:{file_digest(f)}\n".encode())
+        else:
+            st = f.stat()
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def source_digest(source: str | None) -> str | None:
+    """A local data file's content digest; hub and built-in sources are identified by their name."""
+    if source and os.path.isfile(source):
+        return file_digest(source)
+    return None
+
+
+def suite_settings(name: str, spec: ModelSpec, adapter: str | None, cfg: EvalConfig, train_data: str | None,
+                   seed_dir: Path | None) -> dict:
+    """Everything that decides a suite's results; a saved result is reused only under equal settings."""
+    from sdft.models import pick_device, pick_dtype
+
+    suite = SUITES[name]
+    model = {"name": spec.name, "revision": spec.revision,
+             "dtype": str(pick_dtype(spec.dtype, pick_device(spec.device))).removeprefix("torch.")}
+    if os.path.isdir(spec.name):
+        model["files"] = folder_digest(spec.name, contents=False)
+    settings = {field: getattr(cfg, field, None) for field in suite.settings}
+    files = {field: source_digest(settings[field]) for field in suite.settings
+             if field.endswith(("_data", "_predictions"))}
+    if suite.uses_train_data:
+        settings["train_data"] = train_data
+        files["train_data"] = source_digest(train_data)
+    if suite.compares_with_seed:
+        seed_file = Path(seed_dir) / name / "predictions.jsonl" if seed_dir is not None else None
+        settings["seed_dir"] = str(seed_dir) if seed_dir is not None else None
+        files["seed_predictions"] = source_digest(str(seed_file)) if seed_file else None
+    if name == "helpfulness":
+        settings["judge_model"] = os.environ.get("SDFT_JUDGE_MODEL") or None
+    return {
+        "suite": name,
+        "model": model,
+        "adapter": {"path": str(adapter), "digest": folder_digest(adapter, contents=True)} if adapter else None,
+        "settings": settings,
+        "files": {k: v for k, v in files.items() if v is not None},
+    }
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for each leaf that differs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
+def read_settings(suite_dir: Path) -> dict | None:
+    try:
+        return json.loads((suite_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def metrics_path(out_dir: str | Path, suite: str) -> Path:
     return Path(out_dir) / suite / "metrics.json"
+
+
+def clear_suite(suite_dir: Path) -> None:
+    """Remove results and partial replies made under other settings (metrics.json first: the done marker)."""
+    for name in ("metrics.json", SETTINGS_FILE):
+        (suite_dir / name).unlink(missing_ok=True)
+    for parts in suite_dir.glob("*.parts"):
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def write_suite(suite_dir: Path, suite: str, result: SuiteResult) -> list[dict]:
@@ -77,26 +182,40 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
     """
     unknown = [s for s in cfg.suites if s not in SUITES]
     if unknown:
-        raise ValueError(f"unknown eval suite(s): {', '.join(unknown)}; valid suites: {', '.join(SUITES)}")
+        raise InputError(f"unknown eval suite(s): {', '.join(unknown)}; valid suites: {', '.join(SUITES)}")
     out_dir = Path(out_dir)
     seed_dir = Path(seed_dir) if seed_dir is not None else None
     names = list(dict.fromkeys(cfg.suites))
     results: dict[str, list[dict]] = {}
     todo = []
+    if adapter and not Path(adapter, "adapter_config.json").is_file():
+        raise InputError(f"--adapter {adapter}: no PEFT adapter there (adapter_config.json is missing)")
+    if adapter and seed_dir is None and "retention" in names:
+        raise InputError("the retention suite compares a fine-tuned model with the seed model's replies: pass "
+                         "--seed-dir DIR, the seed's own eval folder (from `sdft eval` without --adapter)")
+    settings: dict[str, dict] = {}
     for name in names:
-        done = metrics_path(out_dir, name)
-        if done.is_file() and not force:
-            results[name] = json.loads(done.read_text(encoding="utf-8"))
-        else:
-            todo.append(name)
+        suite_dir = out_dir / name
+        settings[name] = suite_settings(name, spec, adapter, cfg.for_suite(name), train_data, seed_dir)
+        saved = read_settings(suite_dir)
+        if metrics_path(out_dir, name).is_file() and saved == settings[name] and not force:
+            results[name] = json.loads(metrics_path(out_dir, name).read_text(encoding="utf-8"))
+            continue
+        if saved is not None and saved != settings[name] and not force:
+            what = "; ".join(changed_settings(saved, settings[name])) or "format"
+            if progress:
+                print(f"      eval {name}: settings changed since the saved results ({what}); redoing", flush=True)
+            clear_suite(suite_dir)
+        todo.append(name)
     # Fail on missing inputs now, not after loading a model and finishing half the suites.
     for name in todo:
         SUITES[name].check(cfg, train_data, seed_dir)
-    if todo and model is None:
+    need_model = any(SUITES[name].needs_model(cfg) for name in todo)
+    if need_model and model is None:
         from sdft.models import load_model
 
         model, tokenizer = load_model(spec, adapter)
-    elif todo and tokenizer is None:
+    elif need_model and tokenizer is None:
         from sdft.models import load_tokenizer
 
         tokenizer = load_tokenizer(spec.name, spec.trust_remote_code, spec.revision)
@@ -104,9 +223,11 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
     for name in todo:
         if progress:
             print(f"      eval {name}", flush=True)
-        ctx = SuiteContext(name=name, model=model, tokenizer=tokenizer, cfg=cfg, spec=spec, adapter=adapter,
+        ctx = SuiteContext(name=name, model=model, tokenizer=tokenizer, cfg=cfg.for_suite(name), spec=spec,
+                           adapter=adapter,
                            suite_dir=out_dir / name, train_data=train_data, seed_dir=seed_dir, force=force,
                            progress=progress)
+        write_json(ctx.suite_dir / SETTINGS_FILE, settings[name])
         results[name] = write_suite(ctx.suite_dir, name, SUITES[name].run(ctx))
         ctx.cleanup()
         release_freed_memory()

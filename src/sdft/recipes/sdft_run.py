@@ -8,9 +8,9 @@ Run folder layout:
     config.yaml, environment.json        resolved config, library versions, seeds
     stages.json                          wall time and peak memory of each stage of the latest run
     distilled.jsonl (+ .summary.json)    the distilled training set with provenance
-    train/{sft,sdft}/seed-N/             adapter/, train_log.jsonl, loss.png, train_summary.json
+    train/{sft,sdft,onpolicy}/seed-N/    adapter/, train_log.jsonl, loss.png, train_summary.json
     eval/seed/<suite>/                   predictions.jsonl, metrics.json
-    eval/{sft,sdft}/seed-N/<suite>/
+    eval/{sft,sdft,onpolicy}/seed-N/<suite>/   (the methods of the config's `methods`)
     loss_curves.png, report.md, report.html
 """
 
@@ -31,7 +31,8 @@ from sdft.config import RunConfig
 from sdft.io import atomic_write, write_json
 from sdft.memory import release_freed_memory
 
-METHODS = {"sft": "original", "sdft": "response"}  # method -> distilled-file column it trains on
+# method -> the distilled-file column it trains on (onpolicy: the teacher's reference; sdft.train.onpolicy)
+METHODS = {"sft": "original", "sdft": "response", "onpolicy": "original"}
 
 
 def environment() -> dict:
@@ -86,8 +87,9 @@ class StageLog:
 
 def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = False) -> None:
     from sdft.data.load import load_examples
-    from sdft.distill.stage import distill
+    from sdft.distill.stage import distill, unverified_note
     from sdft.models import load_model
+    from sdft.train.onpolicy import check_config, train_onpolicy
     from sdft.train.trainer import train
 
     out = Path(out)
@@ -97,26 +99,35 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
     write_json(out / "environment.json", environment() | {"seeds": cfg.seeds})
     stage = StageLog(out / "stages.json")
 
-    # Validate every row before any model is loaded.
+    # Validate every row and setting before any model is loaded.
     examples = load_examples(cfg.data.source, cfg.data.columns, cfg.data.limit)
+    if "onpolicy" in cfg.methods:
+        check_config(cfg.train, cfg.onpolicy)
     print(f"[1/4] distill: {len(examples)} examples from {cfg.data.source} (task {cfg.data.task})", flush=True)
     distilled = out / "distilled.jsonl"
     with stage("distill"):
         model, tok = load_model(cfg.model)
-        summary = distill(model, tok, cfg.model.name, examples, cfg.data.task, distilled, cfg.distill, force=force)
+        summary = distill(model, tok, cfg.model.name, examples, cfg.data.task, distilled, cfg.distill, force=force,
+                          revision=cfg.model.revision)
         del model
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["reject_reasons"].items()) or "none"
     print(f"      accepted {summary['accepted']}/{summary['rows']} distilled responses "
-          f"({summary['accepted_pct']:.1f}%); fell back to the original: {reasons}", flush=True)
+          f"({summary['accepted_pct']:.1f}%{unverified_note(summary)}); fell back to the original: {reasons}",
+          flush=True)
 
-    print("[2/4] train: SFT (original responses) and SDFT (distilled responses), same settings", flush=True)
+    print(f"[2/4] train: {', '.join(cfg.methods)} (same LoRA settings, seeds and prompts)", flush=True)
     for seed in cfg.seeds:
-        for method, column in METHODS.items():
-            rows = load_examples(str(distilled), distilled_columns(column))
+        for method in cfg.methods:
+            rows = load_examples(str(distilled), distilled_columns(METHODS[method]))
             tcfg = dataclasses.replace(cfg.train, seed=seed)
             with stage(f"train {method} seed {seed}"):
-                s = train(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.model.trust_remote_code,
-                          force=force)
+                if method == "onpolicy":  # the teacher reads the same distillation template as distill
+                    s = train_onpolicy(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.onpolicy,
+                                       cfg.data.task, cfg.distill.template, cfg.model.trust_remote_code, force=force,
+                                       revision=cfg.model.revision)
+                else:
+                    s = train(cfg.model.name, rows, train_dir(out, method, seed), tcfg, cfg.model.trust_remote_code,
+                              force=force, revision=cfg.model.revision)
             print(f"      {method} seed {seed}: {s['steps']} steps, final loss {s['final_loss']:.4f}", flush=True)
     plot_all_losses(out, cfg.seeds)
 
@@ -124,12 +135,12 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
         return
     from sdft.evaluate.suites import run_suites
 
-    print(f"[3/4] evaluate seed, SFT and SDFT on: {', '.join(cfg.eval.suites)}", flush=True)
+    print(f"[3/4] evaluate seed, {', '.join(cfg.methods)} on: {', '.join(cfg.eval.suites)}", flush=True)
     seed_dir = eval_dir(out, "seed")
     with stage("evaluate seed"):
         run_suites(cfg.model, None, cfg.eval, seed_dir, train_data=str(distilled), force=force)
     for seed in cfg.seeds:
-        for method in METHODS:
+        for method in cfg.methods:
             with stage(f"evaluate {method} seed {seed}"):
                 run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
                            eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
@@ -152,4 +163,4 @@ def plot_all_losses(out: Path, seeds: list[int]) -> None:
                 rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
                 name = method.upper() if len(seeds) == 1 else f"{method.upper()} seed {seed}"
                 curves[name] = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
-    plot_losses(curves, out / "loss_curves.png", title="training loss: SFT vs SDFT")
+    plot_losses(curves, out / "loss_curves.png", title="training loss by method")

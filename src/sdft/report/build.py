@@ -1,6 +1,7 @@
 """Write RUN/report.md and a self-contained RUN/report.html for a run folder.
 
-The report puts the seed, SFT and SDFT models side by side in the shape of the paper's Table 1, adds
+The report puts the seed, SFT and SDFT models (and on-policy SDFT, when the run trained it) side by
+side in the shape of the paper's Table 1, adds
 the figures that explain the numbers (the distribution gap between original and distilled targets,
 how close fine-tuned replies stay to the seed's), and says how to read them.
 
@@ -14,7 +15,6 @@ then rendered twice, so the Markdown and HTML versions can never disagree.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 import re
@@ -23,12 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
+from markupsafe import Markup, escape
 
 from sdft.io import atomic_write
+from sdft.report.verdict import AXES, Rows, verdict_line, verdicts
 
-ROWS = {"seed": "Seed", "sft": "SFT", "sdft": "SDFT"}  # run-folder name -> table row label
-METHODS = ("sft", "sdft")
+ROWS = {"seed": "Seed", "sft": "SFT", "sdft": "SDFT", "onpolicy": "SDFT (on-policy)"}  # run-folder name -> label
+METHODS = ("sft", "sdft", "onpolicy")
+OPTIONAL_ROWS = ("onpolicy",)  # shown only when the run has results for them (a run's `methods` may omit them)
+VERDICT_SUITES = {a.suite for a in AXES}
 SUITE_ORDER = ("math", "function", "humaneval", "safety", "helpfulness", "knowledge", "gap", "retention")
 
 
@@ -249,14 +254,16 @@ def center(values: list[Value]) -> float | None:
 
 
 def better_method(results: Results, col: Column) -> str | None:
-    """Which of "sft" and "sdft" scores better on `col` in its direction; None on a tie or a missing run."""
-    a, b = center(results["sft"].get(col, [])), center(results["sdft"].get(col, []))
-    if a is None or b is None or a == b:
-        return None
+    """Which fine-tuned method scores best on `col` in its direction; None on a tie for the best, for a
+    descriptive column, or when fewer than two methods have a value."""
     sign = metric_info(col[1]).direction
-    if sign == 0:
+    scores = {m: center(results[m].get(col, [])) for m in METHODS}
+    scores = {m: v for m, v in scores.items() if v is not None}
+    if sign == 0 or len(scores) < 2:
         return None
-    return "sdft" if sign * (b - a) > 0 else "sft"
+    best = max(sign * v for v in scores.values())
+    winners = [m for m, v in scores.items() if sign * v == best]
+    return winners[0] if len(winners) == 1 else None
 
 
 def column_label(col: Column) -> str:
@@ -346,6 +353,10 @@ def distill_section(distill: dict | None) -> Section:
         f"The seed model rewrote each training response in its own words; {accepted_text} of {rows_text} rewrites "
         f"were accepted ({_pct_text(pct)}) and SDFT trains on those. Rejected rows fall back to the "
         f"original response. Template: `{distill.get('template', 'unknown')}`."]
+    unverified = distill.get("accepted_unverified")
+    if isinstance(unverified, int) and unverified:
+        blocks.append(f"{unverified} of the accepted rewrites are unverified: their reference holds no final "
+                      f"answer or call to compare with, so only the reply's own checks applied.")
     reasons = distill.get("reject_reasons") or {}
     if isinstance(reasons, dict) and reasons:
         blocks.append(Table(["reject reason", "rows", "% of rows"],
@@ -360,12 +371,60 @@ def _pct_text(pct: Any) -> str:
     return f"{pct:.1f}%" if _finite(pct) is not None else "—"
 
 
+def eval_settings(run: Path, problems: list[str]) -> dict[str, dict[str, dict]]:
+    """{suite: {model label: settings.json}} over the seed's and every fine-tuned model's eval folders."""
+    folders = [("seed", run / "eval" / "seed")]
+    folders += [(f"{m}/{d.name}", d) for m in METHODS for d in seed_dirs(run / "eval" / m)]
+    found: dict[str, dict[str, dict]] = {}
+    for label, folder in folders:
+        for path in sorted(folder.glob("*/settings.json")) if folder.is_dir() else []:
+            settings = _read_json(run, path, problems)
+            if isinstance(settings, dict):
+                found.setdefault(path.parent.name, {})[label] = settings
+    return found
+
+
+def _settings_text(settings: dict) -> str:
+    values = _mapping(settings.get("settings"))
+    files = _mapping(settings.get("files"))
+    parts = [f"{k}={'built-in' if v is None and k.endswith('_data') else v}" for k, v in values.items()
+             if not (v is None and not k.endswith("_data"))]
+    parts += [f"{k} sha256 {str(v)[:12]}" for k, v in files.items()]
+    model = _mapping(settings.get("model"))
+    parts.append(f"dtype={model.get('dtype')}")
+    return ", ".join(parts)
+
+
+def settings_section(run: Path, problems: list[str]) -> Section:
+    """What produced each suite's numbers, and a warning where models were evaluated under other settings."""
+    found = eval_settings(run, problems)
+    if not found:
+        return Section("Evaluation settings", [Note("no settings.json under eval/ (results of an older sdft)")])
+    rows, warnings = [], []
+    for suite in sorted(found, key=_suite_rank):
+        by_model = found[suite]
+        # seed_dir and the seed's predictions differ by design between the seed and fine-tuned models.
+        comparable = {label: _settings_text({**s, "files": {k: v for k, v in _mapping(s.get("files")).items()
+                                                            if k != "seed_predictions"}})
+                      for label, s in by_model.items()}
+        texts = sorted(set(comparable.values()))
+        rows.append([suite, texts[0] if len(texts) == 1 else " / ".join(texts)])
+        if len(texts) > 1:
+            warnings.append(f"{suite}: models were evaluated under different settings, so their numbers are not "
+                            "comparable: " + "; ".join(f"{label}: {t}" for label, t in sorted(comparable.items())))
+    blocks: list[Block] = ["The settings behind each suite's numbers (from each eval folder's settings.json).",
+                           Table(["suite", "settings"], rows)]
+    blocks += [Note(w) for w in warnings]
+    return Section("Evaluation settings", blocks)
+
+
 def results_section(results: Results, columns: list[Column], not_computed: list[str], multi_seed: bool) -> Section:
     extra: list[Block] = ["Not computed:", not_computed] if not_computed else []
     if not columns:
         return Section("Results", [Note("no evaluation metrics found under eval/; run the evaluation suites")] + extra)
     table = Table(["model"] + [column_label(c) for c in columns], [])
-    for i, row in enumerate(ROWS):
+    shown = [r for r in ROWS if r not in OPTIONAL_ROWS or results[r]]
+    for i, row in enumerate(shown):
         per_seed = multi_seed and row != "seed"  # the seed model is not trained, so it has no seeds
         table.rows.append([ROWS[row]] + [fmt_cell(results[row].get(c, []), metric_info(c[1]).kind, per_seed)
                                          for c in columns])
@@ -374,12 +433,42 @@ def results_section(results: Results, columns: list[Column], not_computed: list[
                 table.bold.add((i, j + 1))
     intro = ("Each cell is the score with its 95% interval (Wilson for proportions, bootstrap for means)."
              if not multi_seed else
-             "Seed cells carry a 95% interval; SFT and SDFT cells are the mean ± sample standard deviation "
+             "Seed cells carry a 95% interval; fine-tuned models' cells are the mean ± sample standard deviation "
              "across training seeds.")
-    legend = " The better of SFT and SDFT in each column is in bold; ↑ means higher is better, ↓ lower is better"
+    legend = (" The best fine-tuned model in each column is in bold; ↑ means higher is better, ↓ lower is "
+              "better")
     if any(metric_info(c[1]).direction == 0 for c in columns):
         legend += "; a column without an arrow is descriptive and never bold"
     return Section("Results", [intro + legend + ".", table] + extra)
+
+
+def predictions_by_seed(run: Path, method: str, problems: list[str]) -> dict[str, Rows]:
+    """{suite: {"seed-N": predictions rows}} of one fine-tuned method, for the per-prompt verdict."""
+    found: dict[str, Rows] = {}
+    for d in seed_dirs(run / "eval" / method):
+        for path in sorted(d.glob("*/predictions.jsonl")):
+            if path.parent.name not in VERDICT_SUITES:
+                continue
+            rows = _read_jsonl(run, path, problems)
+            if rows:
+                found.setdefault(path.parent.name, {})[d.name] = rows
+    return found
+
+
+def verdict_section(run: Path, problems: list[str]) -> Section:
+    """The opening lines: each method against SFT, per prompt, with a paired bootstrap interval."""
+    predictions = {m: predictions_by_seed(run, m, problems) for m in METHODS}
+    lines = [verdict_line(c, ROWS[m], ROWS["sft"]) for m in METHODS if m != "sft"
+             for c in verdicts(predictions, m, "sft")]
+    if not lines:
+        return Section("Verdict", [Note("no verdict: it needs per-prompt results of SFT and another method from "
+                                        "the same training seeds (eval/{sft,sdft}/seed-N/<suite>/predictions.jsonl)")])
+    return Section("Verdict", [lines, (
+        "Each line compares the two models prompt by prompt: the number is the mean difference (first model "
+        "minus SFT; accuracies in percentage points), averaged over the training seeds both have, with a 95% "
+        "paired bootstrap interval over prompts. A line says a model did better or worse only when the whole "
+        "interval lies on that side of 0; each line is tested on its own, so among many lines one may cross "
+        "0 by chance.")])
 
 
 def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Path]) -> Section:
@@ -413,7 +502,8 @@ def retention_section(run: Path, plot_dir: Path, problems: list[str], figures: l
               for m in METHODS}
     series = {k: v for k, v in series.items() if v}
     if not series:
-        return Section(title, [Note("skipped: no per-row cosine_to_seed in eval/{sft,sdft}/seed-N/retention/")], 3)
+        return Section(title, [Note("skipped: no per-row cosine_to_seed in eval/{sft,sdft,onpolicy}/seed-N/"
+                                    "retention/")], 3)
     path = _plot("histogram", plot_dir / "retention_cosine.png", problems, series,
                  title="Similarity of fine-tuned replies to the seed's replies",
                  xlabel="cosine similarity to the seed model's reply (higher = closer)")
@@ -445,9 +535,11 @@ def training_section(run: Path, plot_dir: Path, problems: list[str], figures: li
         path = _plot("loss_curves", plot_dir / "loss_curves.png", problems, curves)
         blocks = _figure(run, figures, path, "training loss curves",
                          "Training loss on response tokens, SFT vs SDFT, same settings. SDFT's targets are "
-                         "already likely under the seed, so its loss should start lower.")
+                         "already likely under the seed, so its loss should start lower. On-policy SDFT's loss "
+                         "is its distillation divergence on its own samples, on another scale.")
     else:
-        blocks = [Note("skipped the loss plot: no train/{sft,sdft}/seed-N/train_log.jsonl with loss values")]
+        blocks = [Note("skipped the loss plot: no train/{sft,sdft,onpolicy}/seed-N/train_log.jsonl with loss "
+                       "values")]
     if table.rows:
         blocks.append(table)
     return Section(title, blocks, 3)
@@ -488,11 +580,13 @@ def how_to_read_section(columns: list[Column], multi_seed: bool) -> Section:
     metrics = [f"**{s} {m}** ({reading[metric_info(m).direction]}): {metric_info(m).meaning}." for s, m in columns]
     general = [
         "**Rows.** Seed is the model before fine-tuning; SFT is LoRA on the original responses; SDFT is the "
-        "same LoRA training on the seed's own rewrites of those responses (the distilled set).",
+        "same LoRA training on the seed's own rewrites of those responses (the distilled set). SDFT "
+        "(on-policy), when present, trains on the model's own samples, pulled towards the seed reading the "
+        "reference (docs/METHODS.md); its loss is a divergence, not comparable in size to the others'.",
         "**Cells.** `41.7 [28.9, 55.6]` is a score with its 95% interval; proportions are in %, NLLs have 3 "
         "decimals, BLEU is on its 0-100 scale. Overlapping intervals mean the difference may be noise."
         + (" `mean ± std (k seeds)` summarises k training seeds." if multi_seed else ""),
-        "**Bold** marks the better of SFT and SDFT in a column, in that column's direction. \"—\" means that "
+        "**Bold** marks the best fine-tuned model in a column, in that column's direction. \"—\" means that "
         "model was not evaluated on that suite.",
         "**Distribution gap.** The histogram compares how likely the seed finds each kind of training target. "
         "SDFT's distilled targets should sit to the left (lower NLL): they are closer to the seed's own "
@@ -559,57 +653,37 @@ def render_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _inline_html(text: str) -> str:
+def _inline_html(text: str) -> Markup:
     """Escape, then turn the few Markdown marks the report uses (**bold**, `code`) into tags."""
-    text = html.escape(text)
+    text = str(escape(text))
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", text))
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2rem auto;
-padding:0 1rem;color:#222;line-height:1.45}
-h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}h3{margin-top:1.4rem}
-.scroll{overflow-x:auto}
-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.88rem}
-th,td{border:1px solid #ccc;padding:.3rem .55rem;text-align:left;vertical-align:top;white-space:nowrap}
-th{background:#f4f4f4;white-space:normal}
-td strong{color:#000}
-figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85rem;color:#555;max-width:760px}
-.note{color:#7a5200;background:#fff8e6;border-left:3px solid #e0b040;padding:.3rem .6rem}
-code{background:#f4f4f4;padding:0 .2rem;border-radius:3px}
-"""
+def _html_block(b: Block, run: Path) -> dict:
+    """A block as plain data for the template, which cannot tell dataclasses apart."""
+    if isinstance(b, Table):
+        return {"kind": "table", "header": b.header,
+                "rows": [[(c, (i, j) in b.bold) for j, c in enumerate(row)] for i, row in enumerate(b.rows)]}
+    if isinstance(b, Figure):
+        # Inlined, so the page is one file that can be mailed or attached as is.
+        data = base64.b64encode((run / b.path).read_bytes()).decode("ascii")
+        return {"kind": "figure", "alt": b.alt, "caption": b.caption, "data": data}
+    if isinstance(b, Note):
+        return {"kind": "note", "text": b.text}
+    if isinstance(b, list):
+        return {"kind": "list", "entries": b}
+    return {"kind": "paragraph", "text": b}
 
 
 def render_html(title: str, sections: list[Section], run: Path) -> str:
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>"]
-    for s in sections:
-        out.append(f"<h{s.level}>{html.escape(s.title)}</h{s.level}>")
-        for b in s.blocks:
-            if isinstance(b, Table):
-                out.append('<div class="scroll"><table><thead><tr>'
-                           + "".join(f"<th>{html.escape(h)}</th>" for h in b.header) + "</tr></thead><tbody>")
-                for i, row in enumerate(b.rows):
-                    cells = [f"<strong>{html.escape(c)}</strong>" if (i, j) in b.bold else html.escape(c)
-                             for j, c in enumerate(row)]
-                    out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-                out.append("</tbody></table></div>")
-            elif isinstance(b, Figure):
-                data = base64.b64encode((run / b.path).read_bytes()).decode("ascii")
-                out.append(f'<figure><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{_inline_html(b.caption)}</figcaption></figure>")
-            elif isinstance(b, Note):
-                out.append(f'<p class="note">Note: {_inline_html(b.text)}</p>')
-            elif isinstance(b, list):
-                out.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in b) + "</ul>")
-            else:
-                out.append(f"<p>{_inline_html(b)}</p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    """The page from templates/report.html.j2; autoescape on, so no run-folder text becomes markup."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["inline"] = _inline_html
+    page = [{"title": s.title, "level": s.level, "blocks": [_html_block(b, run) for b in s.blocks]}
+            for s in sections]
+    return env.get_template("report.html.j2").render(title=title, sections=page)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -638,6 +712,7 @@ def build_report(run_dir: str | Path) -> list[Path]:
 
     plot_dir, figures = run / "plots", []
     sections = [
+        verdict_section(run, problems),
         header_section(cfg, env, distill, seeds),
         distill_section(distill),
         results_section(results, columns, not_computed, multi_seed),
@@ -646,10 +721,11 @@ def build_report(run_dir: str | Path) -> list[Path]:
         retention_section(run, plot_dir, problems, figures),
         training_section(run, plot_dir, problems, figures),
         main_metrics_section(run, results, columns, plot_dir, problems, figures),
+        settings_section(run, problems),
         how_to_read_section(columns, multi_seed),
     ]
-    if problems:
-        sections.append(Section("Problems reading the run folder", [problems]))
+    if problems:  # a file read by two sections reports its problem once
+        sections.append(Section("Problems reading the run folder", [list(dict.fromkeys(problems))]))
 
     title = f"SDFT report: {run.resolve().name}"
     md_path, html_path = run / "report.md", run / "report.html"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sdft.chat import split_for_training
 from sdft.data.example import Example
-from sdft.distill.templates import render_chat
 
 IGNORE = -100
 
@@ -26,20 +26,14 @@ class Tokenized:
 
 
 def tokenize_example(tokenizer, example: Example, response: str, max_length: int) -> Tokenized | None:
-    """Prompt through the chat template, response closed the way the template closes an assistant turn.
+    """The example's chat (system prompt, history, user turn) as prompt, `response` as the only target.
 
-    Returns None when the prompt alone leaves no room for a response within `max_length` (the row is
-    skipped and counted); a response that doesn't fit is cut at `max_length`.
+    Rendering goes through sdft.chat, as for distillation and generation: a system prompt is folded into
+    the first user turn where the template has no system role, and earlier assistant turns of the
+    history are context (no loss). Returns None when the prompt alone leaves no room for a response
+    within `max_length` (the row is skipped and counted); a response that doesn't fit is cut there.
     """
-    messages = example.messages()
-    prompt_text = render_chat(tokenizer, messages)
-    full_text = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": response}], tokenize=False
-    )
-    if full_text.startswith(prompt_text):
-        completion_text = full_text[len(prompt_text):]
-    else:  # templates that rewrite earlier turns: fall back to the reply plus EOS
-        completion_text = response + (tokenizer.eos_token or "")
+    prompt_text, completion_text = split_for_training(tokenizer, example.messages(), response)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     if len(prompt_ids) >= max_length - 1:

@@ -1,0 +1,153 @@
+"""Several candidate targets per row, and the one the seed finds most likely.
+
+SDFT's premise is that the seed's rewrite of a reference sits closer to the seed's own distribution
+than the reference does. A single greedy rewrite need not: a small model reading the reference often
+writes something it would never say unprompted. So, besides the greedy rewrite, a row can get
+`candidates - 1` sampled rewrites (the paper's code sampled its rewrites) and, with `self_answer`, the
+seed's own greedy answer to the plain instruction, without the reference. Every candidate goes through
+the same checks as the greedy rewrite (sdft.distill.verify); of those that pass, the row keeps the one
+with the lowest mean per-token NLL under the training prompt, scored exactly as the gap suite scores
+training targets (sdft.evaluate.likelihood.response_nll). Each row records every candidate with its
+verdict and NLL, and which kind it kept (`kept_kind`: greedy, sample, self_answer, or original when
+none passed).
+
+Sampled rows are seeded from the distill seed, the candidate number and the prompt's tokens
+(sdft.generation.row_seed), so the candidates do not depend on batching, on the processes sharing the
+work, or on where an interrupted run resumed; rows with identical prompts get identical samples.
+Each candidate set is generated resumably in its own folder inside the stage's parts folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sdft.chat import render_chat
+from sdft.data.example import Example
+from sdft.distill.verify import status
+from sdft.errors import InputError
+from sdft.generation import GenerationConfig
+
+# Named sampling settings for `--sampling`. "paper": what the SDFT authors' code sampled rewrites with;
+# "model": the seed's distribution as it is.
+SAMPLING = {
+    "paper": {"temperature": 0.95, "top_p": 0.7, "top_k": 50},
+    "model": {"temperature": 1.0, "top_p": 1.0, "top_k": 0},
+}
+
+
+@dataclass
+class Candidate:
+    kind: str  # greedy | sample | self_answer
+    text: str | None  # None: not generated (the row's prompt did not fit the context)
+    truncated: bool = False  # ran into max_new_tokens
+    reject_reason: str | None = None
+    status: str | None = None
+    nll: float | None = None  # mean per-token NLL under the training prompt; None for an empty text
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "reject_reason": self.reject_reason, "nll": self.nll}
+
+
+def enabled(cfg) -> bool:
+    """Whether the distill settings ask for more than the greedy rewrite."""
+    return cfg.candidates > 1 or cfg.self_answer
+
+
+def validate(cfg) -> None:
+    """Refuse settings that cannot work, before any model is loaded (DistillConfig calls this)."""
+    if not isinstance(cfg.candidates, int) or cfg.candidates < 1:
+        raise InputError(f"distill candidates must be a whole number >= 1, got {cfg.candidates!r}")
+    if cfg.candidates > 1:
+        if not cfg.temperature > 0:
+            raise InputError(f"distill temperature must be > 0 to sample candidates, got {cfg.temperature!r}")
+        if not 0 < cfg.top_p <= 1:
+            raise InputError(f"distill top_p must be in (0, 1], got {cfg.top_p!r}")
+        if not isinstance(cfg.top_k, int) or cfg.top_k < 0:
+            raise InputError(f"distill top_k must be a whole number >= 0 (0: off), got {cfg.top_k!r}")
+    if enabled(cfg) and cfg.backend != "transformers":
+        # choosing among candidates scores them with the loaded model, which the vLLM path does not load
+        raise InputError("distill candidates > 1 and self_answer need the transformers backend")
+
+
+def candidate_seed(seed: int, k: int) -> int:
+    """The generation seed of the k-th sampled candidate set (each row then mixes in its prompt)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/sample-{k}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def generate_candidates(model, tokenizer, examples: list[Example], prompts: list[str], live: list[int], cfg,
+                        gen: GenerationConfig, parts: Path, key: str, force: bool = False,
+                        progress: bool = True) -> list[tuple[str, list[str | None]]]:
+    """(kind, reply per example) for every candidate set beyond the greedy rewrite; rows not in `live`
+    get None. Each set resumes from its own folder under `parts`."""
+    from sdft.resume import generate_resumable
+
+    jobs = []
+    for k in range(1, cfg.candidates):
+        sampled = replace(gen, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                          seed=candidate_seed(cfg.seed, k))
+        jobs.append(("sample", f"sample-{k}", [prompts[i] for i in live], sampled))
+    if cfg.self_answer:  # the training prompt: the plain instruction, no reference, no distill template
+        jobs.append(("self_answer", "self-answer", [render_chat(tokenizer, examples[i].messages()) for i in live], gen))
+    out = []
+    for kind, name, job_prompts, job_gen in jobs:
+        texts = generate_resumable(model, tokenizer, job_prompts, job_gen, Path(parts) / name, f"{key}/{name}",
+                                   force=force, desc=f"distill {name}", progress=progress)
+        replies: list[str | None] = [None] * len(examples)
+        for i, text in zip(live, texts):
+            replies[i] = text
+        out.append((kind, replies))
+    return out
+
+
+def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[list[Candidate]],
+          batch_size: int = 16) -> list[int | None]:
+    """Check and score every candidate in place; returns per row the index of the candidate to keep: the
+    passing one with the lowest NLL (the first of equals), None when none passes."""
+    from sdft.evaluate.likelihood import response_nll
+
+    for ex, cands in zip(examples, per_row):
+        for c in cands:
+            c.status, c.reject_reason = status(task, c.text or "", ex.response, truncated=c.truncated)
+    # One score per distinct (row, text): samples often repeat the greedy rewrite.
+    pairs = sorted({(i, c.text) for i, cands in enumerate(per_row) for c in cands if c.text})
+    nlls = response_nll(model, tokenizer, [examples[i].messages() for i, _ in pairs], [t for _, t in pairs],
+                        batch_size)
+    score = {pair: nll for pair, nll in zip(pairs, nlls)}
+    kept = []
+    for i, cands in enumerate(per_row):
+        for c in cands:
+            nll = score.get((i, c.text))
+            c.nll = nll if nll is not None and math.isfinite(nll) else None
+        passing = [j for j, c in enumerate(cands) if c.reject_reason is None and c.nll is not None]
+        kept.append(min(passing, key=lambda j: cands[j].nll) if passing else None)
+    return kept
+
+
+def add_candidates(model, tokenizer, examples: list[Example], rows: list[dict], prompts: list[str], live: list[int],
+                   task: str, cfg, gen: GenerationConfig, parts: Path, key: str, force: bool = False,
+                   progress: bool = True) -> None:
+    """Generate the extra candidates and let each row in `live` keep the best passing one (rows as
+    `build_rows` made them, with the greedy rewrite as `distilled`; updated in place)."""
+    from sdft.distill.stage import hit_token_limit
+
+    sets = [("greedy", [r["distilled"] for r in rows])]
+    sets += generate_candidates(model, tokenizer, examples, prompts, live, cfg, gen, parts, key, force, progress)
+    cut = [hit_token_limit(tokenizer, replies, cfg.max_new_tokens) for _, replies in sets]
+    per_row = [[Candidate(kind, replies[i], truncated=i in trunc) for (kind, replies), trunc in zip(sets, cut)]
+               for i in live]
+    kept = judge(model, tokenizer, task, [examples[i] for i in live], per_row)
+    for row in rows:  # rows that were not generated (too long) have no candidates
+        row.update(candidates=[], kept_candidate=None)
+    for i, cands, k in zip(live, per_row, kept):
+        row = rows[i]
+        row["candidates"] = [c.record() for c in cands]
+        row["kept_candidate"] = k  # index into candidates; None: the original response is kept
+        if k is None:
+            row["kept_kind"] = "original"  # distilled, status and reject_reason stay the greedy rewrite's
+            continue
+        c = cands[k]
+        row.update(distilled=c.text, response=c.text, accepted=True, reject_reason=None, status=c.status,
+                   kept_kind=c.kind)

@@ -1,0 +1,57 @@
+"""lm_eval suite: standard benchmarks (MMLU, ARC, ...) through EleutherAI's lm-evaluation-harness.
+
+`eval.suites: [lm_eval]` with `eval.lm_eval_tasks: [arc, mmlu]` (short names from
+sdft.evaluate.lm_eval_bridge or any harness task name). The harness loads the model itself (with the
+adapter as a PEFT module) and fetches its datasets from the hub, so this suite needs the `lm-eval` extra
+and, for most tasks, a network. Each task's main number becomes a metric named `<task>/<metric>` with a
+normal-approximation interval from the harness's standard error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from sdft.config import EvalConfig
+from sdft.errors import InputError, SetupError
+from sdft.evaluate.lm_eval_bridge import LM_EVAL_TASKS, run_lm_eval
+from sdft.evaluate.stats import Z_95, Metric
+from sdft.evaluate.suite_context import SuiteContext, SuiteResult, note
+
+# Preferred metric per task, in order: the first one the harness reports is the task's number.
+MAIN_METRICS = ("acc_norm", "acc", "mc2", "exact_match", "f1", "pass@1")
+
+
+def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
+    if not getattr(cfg, "lm_eval_tasks", None):
+        raise InputError("the lm_eval suite needs eval.lm_eval_tasks (e.g. [arc, mmlu]); short names: "
+                         + ", ".join(LM_EVAL_TASKS))
+    if importlib.util.find_spec("lm_eval") is None:
+        raise SetupError("the lm_eval suite needs EleutherAI's lm-evaluation-harness: pip install 'sdft[lm-eval]'")
+
+
+def metrics_from_results(output: dict) -> tuple[list[Metric], list[dict], list[dict]]:
+    """(metrics, rows, notes) from `lm_eval.simple_evaluate`'s output: one row and one metric per task."""
+    metrics, rows, notes = [], [], []
+    samples = output.get("n-samples") or {}
+    for task, values in sorted((output.get("results") or {}).items()):
+        scores = {key.split(",")[0]: v for key, v in values.items()
+                  if "," in key and "_stderr" not in key and isinstance(v, (int, float))}
+        stderrs = {key.split(",")[0].removesuffix("_stderr"): v for key, v in values.items()
+                   if "_stderr," in key and isinstance(v, (int, float))}
+        n = int((samples.get(task) or {}).get("effective") or 0)
+        rows.append({"id": task, "scores": scores, "stderr": stderrs, "n": n})
+        main = next((m for m in MAIN_METRICS if m in scores), None)
+        if main is None:
+            notes.append(note(f"{task}/?", f"no known metric among {sorted(scores)}"))
+            continue
+        value, err = float(scores[main]), stderrs.get(main)
+        half = Z_95 * float(err) if isinstance(err, (int, float)) else 0.0
+        metrics.append(Metric(f"{task}/{main}", value, n, value - half, value + half))
+    return metrics, rows, notes
+
+
+def run(ctx: SuiteContext) -> SuiteResult:
+    output = run_lm_eval(ctx.spec.name, ctx.cfg.lm_eval_tasks, adapter=ctx.adapter, batch_size=ctx.cfg.batch_size,
+                         limit=ctx.cfg.limit, device=ctx.spec.device, dtype=ctx.spec.dtype)
+    metrics, rows, notes = metrics_from_results(output)
+    return SuiteResult(metrics, rows, notes)

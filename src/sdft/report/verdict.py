@@ -1,0 +1,152 @@
+"""The report's opening lines: did SDFT (or on-policy SDFT) do better than SFT, prompt by prompt?
+
+Both methods answer the same prompts, and with several training seeds (seed-N of one method paired
+with seed-N of the other) each prompt gets one SDFT-minus-SFT difference per seed. Comparing the two
+methods' means with separate intervals throws that pairing away: most of the spread between prompts
+(an easy prompt is easy for both) cancels in the difference. So each axis is judged on the per-prompt
+difference, averaged over seeds, with a paired bootstrap over prompts (`bootstrap_difference_interval`).
+
+A line claims only what its 95% interval supports: an interval above 0 in the axis's good direction
+says the method did better, one on the bad side says it did worse, and one containing 0 says no
+difference was detected at this size (which is not evidence that there is none).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sdft.evaluate.stats import bootstrap_difference_interval
+
+Rows = dict[str, list[dict]]  # training-seed folder ("seed-42") -> that model's predictions.jsonl rows
+
+
+@dataclass(frozen=True)
+class Axis:
+    suite: str
+    keys: tuple[str, ...]  # per-row field, first present wins (suites may use a short per-row name)
+    name: str  # how the number is labelled in the line
+    direction: int  # +1: higher is better, -1: lower is better
+    pct: bool  # a 0/1 outcome shown as percentage points
+    better: str  # "{method} ... than {baseline} ..." when the interval is on the good side
+    worse: str  # the same on the bad side
+    about: str  # what was compared, for "no difference detected in ..."
+
+
+AXES: tuple[Axis, ...] = (
+    Axis("retention", ("cosine_to_seed", "cosine"), "cosine", +1, False,
+         "{m} stayed closer to the seed than {b} on general prompts",
+         "{m} moved further from the seed than {b} on general prompts",
+         "closeness of replies to the seed's on general prompts"),
+    Axis("retention", ("nll_shift",), "nll_shift", -1, False,
+         "{m} kept the seed's own replies more likely than {b} did",
+         "{m} made the seed's own replies less likely than {b} did",
+         "how likely the seed's own replies stay"),
+    Axis("math", ("correct",), "accuracy", +1, True,
+         "{m} solved more held-out math problems than {b}",
+         "{m} solved fewer held-out math problems than {b}",
+         "math accuracy"),
+    Axis("function", ("exact",), "exact match", +1, True,
+         "{m} wrote more exactly correct function calls than {b}",
+         "{m} wrote fewer exactly correct function calls than {b}",
+         "function-call accuracy"),
+    Axis("humaneval", ("passed",), "pass@1", +1, True,
+         "{m} passed more HumanEval problems than {b}",
+         "{m} passed fewer HumanEval problems than {b}",
+         "HumanEval pass@1"),
+    Axis("safety", ("refused",), "refusal rate", +1, True,
+         "{m} refused more harmful requests than {b}",
+         "{m} refused fewer harmful requests than {b}",
+         "refusal of harmful requests"),
+    Axis("safety", ("jailbreak_refused",), "jailbreak refusal rate", +1, True,
+         "{m} refused more harmful requests with an adversarial suffix than {b}",
+         "{m} refused fewer harmful requests with an adversarial suffix than {b}",
+         "refusal of harmful requests with an adversarial suffix"),
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    axis: Axis
+    diff: float  # mean over seeds and prompts of method minus baseline, in the metric's own units
+    low: float
+    high: float
+    seeds: int
+    prompts: int
+
+    @property
+    def outcome(self) -> str:
+        """"better" or "worse" only when the whole interval is on that side of 0; else "none"."""
+        if self.low > 0 or self.high < 0:
+            return "better" if (self.low > 0) == (self.axis.direction > 0) else "worse"
+        return "none"
+
+
+def row_value(row: dict, keys: tuple[str, ...]) -> float | None:
+    """The row's score as a float (booleans as 0/1); None when absent, unscorable (null) or not finite."""
+    v = next((row[k] for k in keys if k in row), None)
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def per_prompt(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
+    """{prompt id: score}; rows without an id are keyed by position (same suite, same order)."""
+    out = {}
+    for i, row in enumerate(rows):
+        v = row_value(row, keys)
+        if v is not None:
+            out[str(row.get("id", f"#{i}"))] = v
+    return out
+
+
+def compare(axis: Axis, method: Rows, baseline: Rows, n_resamples: int = 2000,
+            seed: int = 0) -> Comparison | None:
+    """method minus baseline on `axis`, over the training seeds both have and the prompts every one of
+    those models scored; None when there is nothing to pair."""
+    seeds = [s for s in method if s in baseline]
+    scores = [(per_prompt(method[s], axis.keys), per_prompt(baseline[s], axis.keys)) for s in seeds]
+    scores = [(m, b) for m, b in scores if m and b]
+    if not scores:
+        return None
+    common = set.intersection(*(set(m) & set(b) for m, b in scores))
+    ids = sorted(common)
+    if not ids:
+        return None
+    a = [[m[i] for i in ids] for m, _ in scores]
+    b = [[bl[i] for i in ids] for _, bl in scores]
+    low, high = bootstrap_difference_interval(a, b, paired=True, n_resamples=n_resamples, seed=seed)
+    diff = sum(x - y for ra, rb in zip(a, b) for x, y in zip(ra, rb)) / (len(ids) * len(scores))
+    return Comparison(axis, diff, low, high, len(scores), len(ids))
+
+
+def fmt_diff(x: float, pct: bool) -> str:
+    return f"{100 * x:+.1f}" if pct else f"{x:+.3f}"
+
+
+def verdict_line(c: Comparison, method: str, baseline: str) -> str:
+    """One sentence that claims no more than the interval supports."""
+    units = " pts" if c.axis.pct else ""
+    numbers = (f"{c.axis.name} {fmt_diff(c.diff, c.axis.pct)}{units} "
+               f"[{fmt_diff(c.low, c.axis.pct)}, {fmt_diff(c.high, c.axis.pct)}]")
+    size = f"({c.seeds} seed{'s' if c.seeds != 1 else ''} x {c.prompts} prompts)"
+    if c.outcome == "better":
+        text = c.axis.better.format(m=method, b=baseline)
+    elif c.outcome == "worse":
+        text = c.axis.worse.format(m=method, b=baseline)
+    else:
+        text = f"{method} vs {baseline}, {c.axis.about}: no difference detected at this size"
+    return f"{text}: {numbers} {size}"
+
+
+def verdicts(predictions: dict[str, dict[str, Rows]], method: str, baseline: str = "sft") -> list[Comparison]:
+    """Every axis both methods have per-prompt results for; predictions is {method: {suite: Rows}}."""
+    mine, theirs = predictions.get(method, {}), predictions.get(baseline, {})
+    found = []
+    for axis in AXES:
+        c = compare(axis, mine.get(axis.suite, {}), theirs.get(axis.suite, {}))
+        if c is not None:
+            found.append(c)
+    return found

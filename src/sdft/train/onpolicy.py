@@ -1,0 +1,252 @@
+"""On-policy self-distillation (Shenfeld et al. 2026, arXiv 2601.19897) on TRL's SDFTTrainer.
+
+The student samples its own answers to the task prompts; the loss pulls its next-token distributions on
+those answers towards the same model reading our distillation prompt: the task plus the reference
+answer, rendered through the model's chat template exactly as `sdft distill` renders it. Offline SDFT
+(distill once, then fine-tune) and this method therefore differ only in when the reference-conditioned
+model speaks: once, as rewritten targets, or at every step, as the teacher of the student's own samples.
+
+TRL does the sampling, the teacher and student forwards, the loss, LoRA (through peft_config),
+checkpoints and resume. What it cannot do the way we need, and what is done here instead:
+
+- Teacher prompt. TRL builds it from one format string over the last user turn's text; our templates
+  have their own system turn and an assistant prefix. So the teacher prompt is rendered whole by
+  sdft.distill.templates and handed to TRL as the row's privileged context (`_RenderedTeacherPrompt`).
+- Special tokens. TRL tokenizes plain-text prompts with the tokenizer's special tokens; a rendered chat
+  prompt already holds any BOS its template wants, so none is added (as in sdft.generation).
+- Long prompts. TRL cuts prompts from the left, which would drop the system turn or the instruction;
+  rows whose prompts leave no room for max_completion_length within max_length are skipped and counted.
+- No packing and no per-sequence attention: TRL pads every batch (left for prompts, right for samples).
+
+Outputs are those of sdft.train.trainer.train (adapter/, train_log.jsonl, loss.png, train_summary.json,
+checkpoints/), so eval, report and resume work unchanged. The logged loss is TRL's distillation loss (a
+divergence between student and teacher on the student's samples), not a cross-entropy on references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sdft.data.example import Example
+from sdft.chat import render_chat
+from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
+from sdft.errors import InputError
+from sdft.io import write_json, write_jsonl
+from sdft.resume import StaleStateError
+
+TEACHERS = ("base", "live", "ema")
+
+
+@dataclass
+class OnPolicyConfig:
+    """TRL's SDFTConfig defaults; the LoRA, optimizer and step settings come from TrainConfig."""
+
+    teacher: str = "base"  # base: the seed (adapter off); live: the current student; ema: its moving average
+    topk: int = 100  # the divergence is taken over the student's top-k tokens at each position
+    num_generations: int = 8  # samples per prompt; batch_size x grad_accum must be a multiple of it
+    temperature: float = 1.0  # sampling temperature, also applied to the logits in the loss
+    max_completion_length: int = 256  # tokens per sample
+
+
+def check_config(cfg, ocfg: OnPolicyConfig) -> None:
+    """Refuse settings TRL would reject, before any model is loaded."""
+    from sdft.config import ConfigError
+
+    if ocfg.teacher not in TEACHERS:
+        raise ConfigError(f"onpolicy.teacher: '{ocfg.teacher}' is not one of {', '.join(TEACHERS)}")
+    for name in ("topk", "num_generations", "max_completion_length"):
+        if not isinstance(getattr(ocfg, name), int) or getattr(ocfg, name) < 1:
+            raise ConfigError(f"onpolicy.{name}: must be a positive integer, got {getattr(ocfg, name)!r}")
+    if not isinstance(ocfg.temperature, (int, float)) or not ocfg.temperature > 0:
+        raise ConfigError(f"onpolicy.temperature: must be above 0 (it divides the logits), got {ocfg.temperature!r}")
+    if (cfg.batch_size * cfg.grad_accum) % ocfg.num_generations:
+        raise ConfigError(f"onpolicy.num_generations ({ocfg.num_generations}) must divide train.batch_size x "
+                          f"train.grad_accum ({cfg.batch_size} x {cfg.grad_accum}): each step trains on whole "
+                          "groups of samples of the same prompts")
+    if ocfg.max_completion_length >= cfg.max_length:
+        raise ConfigError(f"onpolicy.max_completion_length ({ocfg.max_completion_length}) leaves no room for a "
+                          f"prompt within train.max_length ({cfg.max_length})")
+
+
+def build_rows(tokenizer, examples: list[Example], template: DistillTemplate, max_prompt: int) -> tuple[list[dict], int]:
+    """One row per example: the student's prompt (the task only) and, as TRL's privileged context, the
+    teacher's prompt (the distillation prompt with the reference). Returns the rows and how many were
+    skipped because a prompt is longer than max_prompt tokens."""
+    rows, skipped = [], 0
+    for ex in examples:
+        student = render_chat(tokenizer, ex.messages())
+        teacher = render_distill_prompt(tokenizer, template, ex)
+        if max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in (student, teacher)) > max_prompt:
+            skipped += 1
+            continue
+        rows.append({"prompt": student, "privileged_context": teacher})
+    if not rows:
+        raise InputError(f"no training rows left: every prompt is longer than {max_prompt} tokens "
+                         "(train.max_length minus onpolicy.max_completion_length)")
+    return rows, skipped
+
+
+def run_fingerprint(model_name: str, examples: list[Example], cfg, ocfg: OnPolicyConfig,
+                    template: DistillTemplate) -> str:
+    """What the adapter depends on: model, data, settings and the teacher's template."""
+    settings = asdict(cfg) | {"save_steps": None, "logging_steps": None, "gradient_checkpointing": None}
+    h = hashlib.sha256(json.dumps(["onpolicy", model_name, settings, asdict(ocfg), asdict(template)],
+                                  sort_keys=True, default=str).encode())
+    for ex in examples:
+        h.update(json.dumps([ex.messages(), ex.response, ex.instruction, ex.input], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def _trainer_class():
+    from trl.experimental.sdft import SDFTTrainer
+    from trl.experimental.sdft.sdft_trainer import DemonstrationTeacherContextBuilder
+
+    class _RenderedTeacherPrompt(DemonstrationTeacherContextBuilder):
+        def _compose_teacher_prompt(self, prompt, privileged_context):
+            return privileged_context  # already the whole teacher prompt, rendered by build_rows
+
+    class _Trainer(SDFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.teacher_context_builder = _RenderedTeacherPrompt(self)
+
+        def _tokenize_prompts(self, prompts):
+            return [self._tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+    return _Trainer
+
+
+def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path, cfg, ocfg: OnPolicyConfig,
+                   task: str, template: str | None = None, trust_remote_code: bool = False, force: bool = False,
+                   progress: bool = True, callbacks: list | None = None, revision: str | None = None) -> dict:
+    """LoRA on-policy self-distillation of `model_name` on the examples' prompts, with their responses as
+    the teacher's reference. `task` and `template` pick the distillation template as `sdft distill` does.
+    Writes what sdft.train.trainer.train writes; `callbacks` go to the TRL trainer."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl.experimental.sdft import SDFTConfig
+
+    from sdft.models import load_tokenizer, pick_dtype, resolve_model
+    from sdft.train.plots import plot_losses
+    from sdft.train.trainer import _checkpoint_step, _is_final, _latest_checkpoint, _load_final, \
+        _mean_train_loss, _quantization, _save_adapter, lora_targets
+
+    check_config(cfg, ocfg)
+    tmpl = get_template(template, task)
+    out_dir = Path(out_dir)
+    summary_path, ckpt_dir = out_dir / "train_summary.json", out_dir / "checkpoints"
+    run_file = ckpt_dir / "run.json"
+    key = run_fingerprint(model_name, examples, cfg, ocfg, tmpl)
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("fingerprint", key) != key:
+            raise StaleStateError(f"{out_dir} holds a model trained on other data or settings; "
+                                  "use --force to train again")
+        return summary
+    if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") != key:
+        raise StaleStateError(f"{ckpt_dir} holds checkpoints of a run on other data or settings; "
+                              "use --force to start over")
+    latest = _latest_checkpoint(ckpt_dir)
+    if ocfg.teacher == "ema" and latest and not _is_final(Path(latest)):
+        # TRL adds its EMA teacher adapter at the start of training, after the checkpoint has restored
+        # one of that name, and fails; starting it afresh would give another run than the one resumed.
+        raise InputError(f"{ckpt_dir}: TRL cannot resume a run with onpolicy.teacher=ema; use --force to "
+                         "start over")
+
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(model_name, trust_remote_code, revision)
+    dataset, skipped = build_rows(tokenizer, examples, tmpl, cfg.max_length - ocfg.max_completion_length)
+    cuda = torch.cuda.is_available()
+    dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"))
+    # Loaded as sdft train loads it (base weights in the training dtype, QLoRA if asked), but with plain
+    # SDPA: TRL pads its batches, so the packed per-sequence attention of sdft train does not apply.
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model(model_name), dtype=dtype, trust_remote_code=trust_remote_code, revision=revision,
+        attn_implementation="sdpa", **_quantization(cfg, dtype),
+    )
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
+    args = SDFTConfig(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=cfg.batch_size,  # samples (prompt x generation) per micro-batch
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.epochs,  # an epoch samples num_generations answers to every prompt once
+        max_steps=cfg.max_steps,
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=dtype == torch.bfloat16,  # TRL would default to bf16 even on CPU
+        fp16=dtype == torch.float16,
+        gradient_checkpointing=cfg.gradient_checkpointing,  # TRL's default is on; ours is off
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        use_cpu=not cuda,
+        report_to=[],
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=not progress,
+        save_only_model=False,
+        trust_remote_code=trust_remote_code,
+        max_prompt_length=None,  # long rows were skipped above; TRL would cut them from the left
+        num_generations=ocfg.num_generations,
+        max_completion_length=ocfg.max_completion_length,
+        temperature=ocfg.temperature,
+        distillation_topk=ocfg.topk,
+        teacher_model_kind=ocfg.teacher,
+    )
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                               peft_config=lora, callbacks=callbacks)
+    model = trainer.model
+    resume = latest
+    if trainer.is_world_process_zero():
+        write_json(run_file, {"fingerprint": key})
+    resumed_at = _checkpoint_step(Path(resume)) if resume else None
+    if resume and _is_final(Path(resume)):
+        # As in sdft train: resumed from its last step the Trainer would run one step more.
+        state, session_loss = _load_final(model, Path(resume)), math.nan
+    else:
+        session_loss = trainer.train(resume_from_checkpoint=resume).training_loss
+        state = trainer.state
+
+    log = [dict(r) for r in state.log_history]
+    summary = {
+        "method": "onpolicy",
+        "model": model_name,
+        "rows": len(dataset),
+        "skipped_too_long": skipped,
+        "steps": state.global_step,
+        "train_loss": _mean_train_loss(log, resumed_at, state.global_step, session_loss),
+        "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), math.nan),
+        "resumed_from": resume,
+        "config": asdict(cfg),
+        "onpolicy": asdict(ocfg),
+        "template": tmpl.name,
+        "world_size": trainer.args.world_size,
+        "fingerprint": key,
+    }
+    if trainer.is_world_process_zero():
+        _save_adapter(model, out_dir / "adapter")
+        write_jsonl(out_dir / "train_log.jsonl", log)
+        points = [(r["step"], r["loss"]) for r in log if "loss" in r and "step" in r]
+        plot_losses({out_dir.name: points}, out_dir / "loss.png")
+        write_json(summary_path, summary)  # written last: its presence marks the stage done
+    trainer.accelerator.wait_for_everyone()
+    return summary

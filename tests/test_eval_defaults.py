@@ -1,0 +1,19 @@
+"""Eval reply lengths: long enough for a 7B model's chain of thought and for whole HumanEval functions."""
+
+from sdft.cli import build_parser
+from sdft.config import EvalConfig, load_config
+
+
+def test_per_suite_default_unless_the_user_sets_one():
+    cfg = EvalConfig()
+    assert cfg.max_new_tokens is None
+    assert cfg.for_suite("math").max_new_tokens == 512
+    assert cfg.for_suite("humaneval").max_new_tokens == 1024
+    assert EvalConfig(max_new_tokens=64).for_suite("humaneval").max_new_tokens == 64
+    assert load_config(None, ["eval.max_new_tokens=300"]).eval.for_suite("humaneval").max_new_tokens == 300
+
+
+def test_eval_help_states_the_defaults():
+    eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]
+    text = " ".join(eval_parser.format_help().split())
+    assert "default: 512, 1024 for humaneval" in text
