@@ -100,7 +100,7 @@ def check_training(model_dir: Path, out: Path, args, vocab: int, gradient_checkp
     return {"steps": summary["steps"], "seconds": seconds, "response_tok_s": tokens / seconds,
             "final_loss": summary["final_loss"], "peak_gpu_gb": _peak_gpu_gb(),
             "gradient_checkpointing": gradient_checkpointing,
-            "base_dtype": summary.get("base_dtype"), "lora_dtype": summary.get("lora_dtype"),
+            "base_dtype": summary.get("weights_dtype"), "lora_dtype": summary.get("adapter_dtype"),
             "dtype": "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"}
 
 

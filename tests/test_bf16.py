@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from sdft.data.example import Example
+from sdft.errors import InputError
 from sdft.models import cpu_has_native_bf16, pick_dtype
 from sdft.train.trainer import TrainConfig, train
 
@@ -54,7 +55,6 @@ def _run(model: str, out: Path, dtype: str) -> tuple[dict, int]:
                       lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"])
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         summary = train(model, _examples(), out, cfg, force=True, progress=False)
-    print(dtype, "peak MB", _peak_bytes(prof) / 1e6)
     return summary, _peak_bytes(prof)
 
 
@@ -77,8 +77,10 @@ def test_bf16_training_keeps_base_bf16_lora_fp32_and_uses_less_memory(weighty_mo
     assert sum("loss" in r for r in log) == 4
 
 
-def test_pick_dtype_auto():
+def test_pick_dtype():
     assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(InputError, match="unknown dtype 'bf8'"):
+        pick_dtype("bf8", torch.device("cpu"))
     assert pick_dtype("float32", torch.device("cpu")) == torch.float32
     auto = pick_dtype("auto", torch.device("cpu"))
-    assert auto == torch.float32 or (auto == torch.bfloat16 and cpu_has_native_bf16())
+    assert auto == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)

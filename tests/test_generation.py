@@ -265,18 +265,25 @@ def test_progress_moves_per_finished_prompt(model_tok, monkeypatch):
 
 
 def test_engine_in_bfloat16(model_tok):
-    """The engine runs a bfloat16 model (bf16 KV buffers, masks, argmax) and decodes what one-prompt-at-a-
-    time transformers generate decodes in bfloat16, within bf16's batch-shape noise."""
+    """The engine runs a bfloat16 model (bf16 KV buffers, masks, argmax): every token it picks is the
+    bf16 model's own greedy choice, read back in one unbatched forward over prompt + reply. Exact
+    equality with batch-1 decoding is too much to ask of bf16: other batch shapes round differently,
+    and a near-tie can then go the other way, so a pick may trail the top logit by rounding noise."""
     import copy
 
     import torch
 
     model, tok = model_tok
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    ids = tokenize_prompts(tok, _prompts(tok, 10))
-    cfg = GenerationConfig(max_new_tokens=16, max_rows=4)
-    out = greedy_token_ids(bf16, tok, ids, cfg)
-    assert [len(r) for r in out] == [16] * 10
-    single = _single(bf16, tok, ids, cfg)
-    same = sum(a == b for a, b in zip(out, single)) / len(ids)
-    assert same >= 0.8, same
+    ids = tokenize_prompts(tok, _prompts(tok, 6))
+    out = greedy_token_ids(bf16, tok, ids, GenerationConfig(max_new_tokens=12, max_rows=3))
+    assert [len(r) for r in out] == [12] * 6
+    gaps = []
+    with torch.inference_mode():
+        for prompt, reply in zip(ids, out):
+            logits = bf16(torch.tensor([prompt + reply])).logits[0, len(prompt) - 1:-1].float()
+            top = logits.max(1).values
+            picked = logits.gather(1, torch.tensor(reply)[:, None])[:, 0]
+            gaps += ((top - picked) / (top - logits.min(1).values)).tolist()  # 0: the argmax itself
+    assert max(gaps) < 0.01  # a wrong cache or mask gives picks far down the distribution (~0.7)
+    assert sum(g == 0 for g in gaps) >= 0.9 * len(gaps)

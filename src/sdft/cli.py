@@ -83,6 +83,8 @@ def cmd_train(args) -> int:
         cfg.max_steps = args.max_steps
     if args.seed is not None:
         cfg.seed = args.seed
+    if args.dtype is not None:
+        cfg.dtype = args.dtype
     if args.dry_run:
         return _train_dry_run(args, cfg)
     if not args.data or not args.out:
@@ -195,7 +197,7 @@ def cmd_run(args) -> int:
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="hub id, local path, or 'default' (embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on capable GPUs), float32, bfloat16, float16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on capable GPUs and on CPUs with native bf16, else fp32), float32, bfloat16, float16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU under "
                    "accelerate launch, else cuda if available)")
     p.add_argument("--trust-remote-code", action="store_true", help="run model code from the hub (off by default)")
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--dtype", help="base weights and compute: auto (bf16 on capable GPUs and on CPUs with "
+                   "native bf16, else fp32), float32, bfloat16, float16; LoRA weights stay float32")
     p.add_argument("--force", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the memory estimate (weights, LoRA state, "
                    "activations, logits; from the model's config, no weights loaded) and whether it fits, then exit")

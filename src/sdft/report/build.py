@@ -64,6 +64,8 @@ METRICS: dict[str, MetricInfo] = {
                                        "(how far the model drifted)"),
     "nll_gap": MetricInfo(0, "nll", "mean per-row NLL of the original minus the distilled response, on "
                                     "accepted rows (above 0: the rewrites are the more likely targets)"),
+    "rewrite_more_likely": MetricInfo(0, "pct", "accepted rows whose kept target the model finds more likely "
+                                                "than the original"),
     "nll_seed_reply": MetricInfo(-1, "nll", "per-token NLL of the seed's replies under that row's model "
                                             "(for the seed: of its own replies)"),
     "cosine_to_seed": MetricInfo(+1, "score", "embedding cosine similarity of replies to the seed's replies"),

@@ -48,7 +48,7 @@ class TrainConfig:
     seed: int = 42
     save_steps: int = 50  # checkpoint every N steps; a rerun resumes from the latest
     logging_steps: int = 1
-    dtype: str = "auto"  # fp32 on CPU, bf16 on GPUs that support it
+    dtype: str = "auto"  # bf16 on GPUs and CPUs with native bf16, else fp32 (sdft.models.pick_dtype)
     # Keep only each layer's input and recompute the rest in backward: activations shrink ~10x for a
     # 7B model at ~30% more time. Results are the same, so a run may resume with it switched on.
     gradient_checkpointing: bool = False
