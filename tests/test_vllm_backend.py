@@ -32,7 +32,9 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    with pytest.raises(ImportError, match="pip install 'sdft\\[vllm\\]'"):
+    from sdft.errors import SetupError
+
+    with pytest.raises(SetupError, match="pip install 'sdft\\[vllm\\]'"):
         vllm_backend.generate_vllm("default", ["hi"], GenerationConfig())
 
 
