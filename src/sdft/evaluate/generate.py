@@ -13,8 +13,10 @@ from sdft.io import atomic_write
 from sdft.resume import finish, generate_resumable, process_state
 
 
-def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig) -> str:
-    h = hashlib.sha256(json.dumps([spec.name, spec.dtype, adapter, gen.max_new_tokens, gen.batch_size,
+def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig, model=None) -> str:
+    # The dtype the model really runs in (spec.dtype may say "auto"): bf16 and fp32 replies differ at near-ties.
+    dtype = str(next(model.parameters()).dtype) if model is not None else spec.dtype
+    h = hashlib.sha256(json.dumps([spec.name, dtype, adapter, gen.max_new_tokens, gen.batch_size,
                                    gen.max_batch_tokens, list(gen.stop)]).encode())
     if getattr(spec, "revision", None):  # another revision is another model (keys without one stay as they were)
         h.update(f"revision={spec.revision}".encode())
@@ -34,7 +36,7 @@ def generate_file(spec, adapter: str | None, examples: list[Example], out: str |
         model, tokenizer = load_model(spec, adapter)
     prompts = [render_chat(tokenizer, ex.messages(system)) for ex in examples]
     gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
-    key = generation_key(spec, adapter, prompts, gen)
+    key = generation_key(spec, adapter, prompts, gen, model)
     parts = out.with_name(out.name + ".parts")
     replies = generate_resumable(model, tokenizer, prompts, gen, parts, key, force=force, progress=progress)
     generator = spec.name + (f"+{Path(adapter).name}" if adapter else "")

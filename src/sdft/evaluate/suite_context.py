@@ -61,7 +61,7 @@ class SuiteContext:
         if not prompts:
             return []
         gen = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
-        key = generation_key(self.spec, self.adapter, prompts, gen)
+        key = generation_key(self.spec, self.adapter, prompts, gen, self.model)
         parts = self.suite_dir / f"{part}.parts"
         self.parts.append(parts)
         return generate_resumable(self.model, self.tokenizer, prompts, gen, parts, key, force=self.force,

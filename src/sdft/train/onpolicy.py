@@ -27,19 +27,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from sdft.data.example import Example
 from sdft.chat import render_chat
+from sdft.data.example import Example
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
 from sdft.errors import InputError
-from sdft.io import write_json, write_jsonl
-from sdft.resume import StaleStateError
 
 TEACHERS = ("base", "live", "ema")
 
@@ -137,27 +134,19 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     from trl.experimental.sdft import SDFTConfig
 
     from sdft.models import load_tokenizer, pick_dtype, resolve_model
-    from sdft.train.plots import plot_losses
-    from sdft.train.trainer import _checkpoint_step, _is_final, _latest_checkpoint, _load_final, \
-        _mean_train_loss, _quantization, _save_adapter, lora_targets
+    from sdft.train.trainer import _is_final, _latest_checkpoint, _quantization, finished_run, lora_targets, \
+        run_to_end
 
     check_config(cfg, ocfg)
     tmpl = get_template(template, task)
     out_dir = Path(out_dir)
-    summary_path, ckpt_dir = out_dir / "train_summary.json", out_dir / "checkpoints"
-    run_file = ckpt_dir / "run.json"
+    ckpt_dir = out_dir / "checkpoints"
     key = run_fingerprint(model_name, examples, cfg, ocfg, tmpl)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("fingerprint", key) != key:
-            raise StaleStateError(f"{out_dir} holds a model trained on other data or settings; "
-                                  "use --force to train again")
-        return summary
-    if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") != key:
-        raise StaleStateError(f"{ckpt_dir} holds checkpoints of a run on other data or settings; "
-                              "use --force to start over")
+    done = finished_run(out_dir, key)
+    if done is not None:
+        return done
     latest = _latest_checkpoint(ckpt_dir)
     if ocfg.teacher == "ema" and latest and not _is_final(Path(latest)):
         # TRL adds its EMA teacher adapter at the start of training, after the checkpoint has restored
@@ -214,39 +203,12 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                peft_config=lora, callbacks=callbacks)
-    model = trainer.model
-    resume = latest
-    if trainer.is_world_process_zero():
-        write_json(run_file, {"fingerprint": key})
-    resumed_at = _checkpoint_step(Path(resume)) if resume else None
-    if resume and _is_final(Path(resume)):
-        # As in sdft train: resumed from its last step the Trainer would run one step more.
-        state, session_loss = _load_final(model, Path(resume)), math.nan
-    else:
-        session_loss = trainer.train(resume_from_checkpoint=resume).training_loss
-        state = trainer.state
-
-    log = [dict(r) for r in state.log_history]
-    summary = {
+    return run_to_end(trainer, trainer.model, out_dir, key, {
         "method": "onpolicy",
         "model": model_name,
         "rows": len(dataset),
         "skipped_too_long": skipped,
-        "steps": state.global_step,
-        "train_loss": _mean_train_loss(log, resumed_at, state.global_step, session_loss),
-        "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), math.nan),
-        "resumed_from": resume,
         "config": asdict(cfg),
         "onpolicy": asdict(ocfg),
         "template": tmpl.name,
-        "world_size": trainer.args.world_size,
-        "fingerprint": key,
-    }
-    if trainer.is_world_process_zero():
-        _save_adapter(model, out_dir / "adapter")
-        write_jsonl(out_dir / "train_log.jsonl", log)
-        points = [(r["step"], r["loss"]) for r in log if "loss" in r and "step" in r]
-        plot_losses({out_dir.name: points}, out_dir / "loss.png")
-        write_json(summary_path, summary)  # written last: its presence marks the stage done
-    trainer.accelerator.wait_for_everyone()
-    return summary
+    })

@@ -140,12 +140,10 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     from sdft.models import load_tokenizer, pick_device, pick_dtype, resolve_model
     from sdft.resume import process_state
     from sdft.train.memory import preflight
-    from sdft.train.plots import plot_losses
 
     out_dir = Path(out_dir)
     summary_path = out_dir / "train_summary.json"
     ckpt_dir = out_dir / "checkpoints"
-    run_file = ckpt_dir / "run.json"
     key = run_fingerprint(model_name if revision is None else f"{model_name}@{revision}", examples, cfg)
     if force or not summary_path.is_file():
         # Checked before --force deletes anything: a run that cannot fit leaves the old one as it was.
@@ -154,15 +152,9 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
                   show=process_state().is_main_process)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("fingerprint", key) != key:
-            raise StaleStateError(f"{out_dir} holds a model trained on other data or settings; "
-                                  "use --force to train again")
-        return summary
-    if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") != key:
-        raise StaleStateError(f"{ckpt_dir} holds checkpoints of a run on other data or settings; "
-                              "use --force to start over")
+    done = finished_run(out_dir, key)
+    if done is not None:
+        return done
 
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_name, trust_remote_code, revision)
@@ -211,9 +203,40 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
+    return run_to_end(trainer, model, out_dir, key, {
+        "model": model_name,
+        "rows": len(dataset),
+        "skipped_too_long": skipped,
+        "config": asdict(cfg),
+    })
+
+
+def finished_run(out_dir: Path, key: str) -> dict | None:
+    """The summary of a finished run with fingerprint `key` (None if there is none yet); refuses a finished
+    run or checkpoints of other data or settings."""
+    summary_path, run_file = out_dir / "train_summary.json", out_dir / "checkpoints" / "run.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("fingerprint", key) != key:
+            raise StaleStateError(f"{out_dir} holds a model trained on other data or settings; "
+                                  "use --force to train again")
+        return summary
+    if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") != key:
+        raise StaleStateError(f"{run_file.parent} holds checkpoints of a run on other data or settings; "
+                              "use --force to start over")
+    return None
+
+
+def run_to_end(trainer, model, out_dir: Path, key: str, fields: dict) -> dict:
+    """Train with a transformers/TRL trainer, resuming from the latest complete checkpoint, then write
+    adapter/, train_log.jsonl, loss.png and train_summary.json (`fields` plus the run's figures; last,
+    as the done marker). Shared by sdft train and the on-policy method."""
+    from sdft.train.plots import plot_losses
+
+    ckpt_dir = out_dir / "checkpoints"
     resume = _latest_checkpoint(ckpt_dir)
     if trainer.is_world_process_zero():
-        write_json(run_file, {"fingerprint": key})
+        write_json(ckpt_dir / "run.json", {"fingerprint": key})
     resumed_at = _checkpoint_step(Path(resume)) if resume else None
     if resume and _is_final(Path(resume)):
         # Resumed from its last step, the Trainer would run one step more (it checks for the end only
@@ -224,15 +247,11 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
         state = trainer.state
 
     log = [dict(r) for r in state.log_history]
-    summary = {
-        "model": model_name,
-        "rows": len(dataset),
-        "skipped_too_long": skipped,
+    summary = fields | {
         "steps": state.global_step,
         "train_loss": _mean_train_loss(log, resumed_at, state.global_step, session_loss),
         "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), math.nan),
         "resumed_from": resume,
-        "config": asdict(cfg),
         "world_size": trainer.args.world_size,
         "weights_dtype": _dtypes(model, trainable=False),  # as trained: frozen base / LoRA weights
         "adapter_dtype": _dtypes(model, trainable=True),
@@ -242,8 +261,8 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
         _save_adapter(model, out_dir / "adapter")
         write_jsonl(out_dir / "train_log.jsonl", log)
         points = [(r["step"], r["loss"]) for r in log if "loss" in r and "step" in r]
-        plot_losses({Path(out_dir).name: points}, out_dir / "loss.png")
-        write_json(summary_path, summary)  # written last: its presence marks the stage done
+        plot_losses({out_dir.name: points}, out_dir / "loss.png")
+        write_json(out_dir / "train_summary.json", summary)  # written last: its presence marks the stage done
     trainer.accelerator.wait_for_everyone()
     return summary
 
