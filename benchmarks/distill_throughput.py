@@ -19,7 +19,8 @@ bf16 B against bf16 batch-1 `generate`, since bf16 itself changes some greedy re
 distillation acceptance rate (sdft.distill.verify.check on each reply against its reference) of the
 bf16 replies next to the float32 ones.
 
-  python benchmarks/distill_throughput.py                    # ~10 minutes on 2 CPU cores
+  python benchmarks/distill_throughput.py                    # ~13 minutes a round on 2 CPU cores (3 rounds)
+  python benchmarks/distill_throughput.py --rounds 1         # one round: ~15 minutes with the checks
   python benchmarks/distill_throughput.py --quick            # smoke test, under 2 minutes
   python benchmarks/distill_throughput.py --data builtin:arithmetic --prompts 256 --rounds 3
 """
