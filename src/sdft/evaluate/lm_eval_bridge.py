@@ -21,7 +21,7 @@ LM_EVAL_TASKS = {
 
 def run_lm_eval(model_path: str, tasks: list[str] | tuple[str, ...] = tuple(LM_EVAL_TASKS), adapter: str | None = None,
                 batch_size: int | str = "auto", limit: int | float | None = None, device: str | None = None,
-                dtype: str = "auto", num_fewshot: int | None = None) -> dict:
+                dtype: str = "auto", num_fewshot: int | None = None, revision: str | None = None) -> dict:
     """Run harness tasks on a model (name, folder or "default"), optionally with a PEFT adapter.
 
     Returns the harness's output without per-sample logs: "results" ({task: {"metric,filter": value}})
@@ -32,6 +32,8 @@ def run_lm_eval(model_path: str, tasks: list[str] | tuple[str, ...] = tuple(LM_E
     except ImportError as e:
         raise SetupError("run_lm_eval needs EleutherAI's lm-evaluation-harness: pip install 'sdft[lm-eval]'") from e
     model_args = f"pretrained={resolve_model(model_path)},dtype={dtype}"
+    if revision:
+        model_args += f",revision={revision}"
     if adapter:
         model_args += f",peft={adapter}"
     results = lm_eval.simple_evaluate(

@@ -52,6 +52,7 @@ def metrics_from_results(output: dict) -> tuple[list[Metric], list[dict], list[d
 
 def run(ctx: SuiteContext) -> SuiteResult:
     output = run_lm_eval(ctx.spec.name, ctx.cfg.lm_eval_tasks, adapter=ctx.adapter, batch_size=ctx.cfg.batch_size,
-                         limit=ctx.cfg.limit, device=ctx.spec.device, dtype=ctx.spec.dtype)
+                         limit=ctx.cfg.limit, device=ctx.spec.device, dtype=ctx.spec.dtype,
+                         revision=ctx.spec.revision)
     metrics, rows, notes = metrics_from_results(output)
     return SuiteResult(metrics, rows, notes)
