@@ -135,7 +135,7 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
 
     from sdft.models import load_tokenizer, pick_dtype, resolve_model
     from sdft.train.trainer import _is_final, _latest_checkpoint, _quantization, finished_run, lora_targets, \
-        run_to_end
+        run_to_end, trainer_arguments
 
     check_config(cfg, ocfg)
     tmpl = get_template(template, task)
@@ -167,32 +167,10 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     )
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
+    # per_device_train_batch_size counts samples (prompt x generation) per micro-batch; an epoch samples
+    # num_generations answers to every prompt once.
     args = SDFTConfig(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=cfg.batch_size,  # samples (prompt x generation) per micro-batch
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
-        num_train_epochs=cfg.epochs,  # an epoch samples num_generations answers to every prompt once
-        max_steps=cfg.max_steps,
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=dtype == torch.bfloat16,  # TRL would default to bf16 even on CPU
-        fp16=dtype == torch.float16,
-        gradient_checkpointing=cfg.gradient_checkpointing,  # TRL's default is on; ours is off
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        use_cpu=not cuda,
-        report_to=[],
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=not progress,
-        save_only_model=False,
+        **trainer_arguments(cfg, ckpt_dir, dtype, progress),
         trust_remote_code=trust_remote_code,
         max_prompt_length=None,  # long rows were skipped above; TRL would cut them from the left
         num_generations=ocfg.num_generations,

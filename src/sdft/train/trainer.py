@@ -173,7 +173,20 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
                       target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
     model = get_peft_model(model, lora, autocast_adapter_dtype=True)  # adapter weights in float32
 
-    args = TrainingArguments(
+    args = TrainingArguments(**trainer_arguments(cfg, ckpt_dir, dtype, progress), remove_unused_columns=False)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
+    return run_to_end(trainer, model, out_dir, key, {
+        "model": model_name,
+        "rows": len(dataset),
+        "skipped_too_long": skipped,
+        "config": asdict(cfg),
+    })
+
+
+def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, progress: bool) -> dict:
+    """The Trainer settings sdft train and the on-policy method share (transformers' TrainingArguments,
+    which TRL's configs extend), taken from one TrainConfig so both methods train alike."""
+    return dict(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -189,26 +202,18 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
         save_total_limit=2,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=dtype == torch.bfloat16,
+        bf16=dtype == torch.bfloat16,  # said outright: TRL would default to bf16 even on CPU
         fp16=dtype == torch.float16,
-        use_cpu=not cuda,
+        use_cpu=not torch.cuda.is_available(),
         report_to=[],
-        remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
         disable_tqdm=not progress,
         save_only_model=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing=cfg.gradient_checkpointing,  # said outright: TRL's default is on
         # Non-reentrant checkpointing needs no input that requires grad (the frozen embeddings give none).
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
-    return run_to_end(trainer, model, out_dir, key, {
-        "model": model_name,
-        "rows": len(dataset),
-        "skipped_too_long": skipped,
-        "config": asdict(cfg),
-    })
 
 
 def finished_run(out_dir: Path, key: str) -> dict | None:
