@@ -287,3 +287,24 @@ def test_engine_in_bfloat16(model_tok):
             gaps += ((top - picked) / (top - logits.min(1).values)).tolist()  # 0: the argmax itself
     assert max(gaps) < 0.01  # a wrong cache or mask gives picks far down the distribution (~0.7)
     assert sum(g == 0 for g in gaps) >= 0.9 * len(gaps)
+
+
+def test_prefill_groups_stay_within_prefill_tokens_in_any_prompt_order(model_tok):
+    """A group of prompts is prefilled padded to its widest prompt, so the token budget must count that
+    width, not the first prompt's: short prompts first and a long one later once made a group of many
+    rows all padded to the long one."""
+    model, tok = model_tok
+    ids = tokenize_prompts(tok, _prompts(tok, 12))
+    ids = sorted(ids, key=len)  # shortest first: the engine's own batches come longest first
+    budget = 3 * len(ids[-1])
+    widths = []
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
+    try:
+        replies = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=4, max_rows=12, draft_budget=0,
+                                                                     prefill_tokens=budget))
+    finally:
+        handle.remove()
+    prefills = [shape for shape in widths if shape[1] > 1]  # decoding (no drafts) feeds one token a row
+    assert prefills and all(rows * width <= budget for rows, width in prefills)
+    assert len(replies) == len(ids)

@@ -456,9 +456,13 @@ def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
         while waiting and len(slot_prompt) < n_rows:
             free = n_rows - len(slot_prompt)
             group = [waiting.popleft()]
-            width = len(prompt_ids[group[0]]) - prefix_len
-            while waiting and len(group) < free and (len(group) + 1) * width <= cfg.prefill_tokens:
+            width = len(prompt_ids[group[0]]) - prefix_len  # the group is padded to its widest prompt
+            while waiting and len(group) < free:
+                wider = max(width, len(prompt_ids[waiting[0]]) - prefix_len)
+                if (len(group) + 1) * wider > cfg.prefill_tokens:
+                    break
                 group.append(waiting.popleft())
+                width = wider
             prefill(group)
 
     def speculate(drafts: list[list[int]], k: int) -> None:
