@@ -188,12 +188,25 @@ def test_files_written_and_skipped_on_rerun(tiny, tmp_path):
     math_row = read_jsonl(out / "math" / "predictions.jsonl")[0]
     assert math_row["gold"] is not None
     # A rerun with the same settings finds every suite done and never touches a model (BOGUS would fail to load).
-    same = EvalConfig(suites=["math", "safety"], limit=3, batch_size=16, max_new_tokens=4)  # batch size is no setting
+    same = EvalConfig(suites=["math", "safety"], limit=3, batch_size=4, max_new_tokens=4)
     again = run_suites(BOGUS, None, same, out, progress=False)
     assert again == first
     settings = json.loads((out / "math" / "settings.json").read_text())
-    assert settings["settings"] == {"limit": 3, "max_new_tokens": 4, "math_data": None}
+    assert {k: v for k, v in settings["settings"].items() if k != "batch_size"} == {
+        "limit": 3, "max_new_tokens": 4, "math_data": None}
     assert settings["model"]["name"] == BOGUS.name and settings["adapter"] is None
+
+
+def test_batch_size_is_a_setting_of_generating_suites_in_half_precision(tmp_path):
+    """bf16 greedy replies depend on the batch they were decoded in; float32 replies do not."""
+    cfg, other = EvalConfig(batch_size=4, limit=3), EvalConfig(batch_size=16, limit=3)
+    for dtype, generating_differs in (("bfloat16", True), ("float32", False)):
+        spec = ModelSpec(BOGUS.name, dtype=dtype)
+        for name, generates in (("math", True), ("safety", True), ("retention", True), ("gap", False),
+                                ("knowledge", False)):
+            a = suite_settings(name, spec, None, cfg.for_suite(name), "train.jsonl", None)
+            b = suite_settings(name, spec, None, other.for_suite(name), "train.jsonl", None)
+            assert (a != b) == (generates and generating_differs), (dtype, name)
 
 
 @pytest.mark.parametrize("change", ["limit", "max_new_tokens", "math_data", "model"])

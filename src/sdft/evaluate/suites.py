@@ -45,7 +45,8 @@ class Suite:
     run: Callable[[SuiteContext], SuiteResult]
     # Raises InputError for missing inputs; called for every suite to run before the model is loaded.
     check: Callable[[EvalConfig, str | None, Path | None], None] = _no_check
-    # The EvalConfig fields its results depend on (batch_size is not one: it changes memory, not replies).
+    # The EvalConfig fields its results depend on. batch_size is one only for generating suites in bf16/fp16
+    # (see suite_settings); in float32 it changes memory, not replies.
     settings: tuple[str, ...] = ("limit", "max_new_tokens")
     uses_train_data: bool = False
     compares_with_seed: bool = False  # reads the seed model's results from seed_dir
@@ -111,6 +112,11 @@ def suite_settings(name: str, spec: ModelSpec, adapter: str | None, cfg: EvalCon
     if os.path.isdir(spec.name):
         model["files"] = folder_digest(spec.name, contents=False)
     settings = {field: getattr(cfg, field, None) for field in suite.settings}
+    if "max_new_tokens" in suite.settings and suite.needs_model(cfg) and model["dtype"] != "float32":
+        # In half precision a greedy reply depends on the batch it was decoded in (another batch shape rounds
+        # a near-tie the other way): of 128 eval replies in bf16, decoded in batches of 32 or all together,
+        # only 34 were the same. So there the batch size decides the replies, like any other setting.
+        settings["batch_size"] = cfg.batch_size
     files = {field: source_digest(settings[field]) for field in suite.settings
              if field.endswith(("_data", "_predictions"))}
     if suite.uses_train_data:
