@@ -308,3 +308,30 @@ def test_prefill_groups_stay_within_prefill_tokens_in_any_prompt_order(model_tok
     prefills = [shape for shape in widths if shape[1] > 1]  # decoding (no drafts) feeds one token a row
     assert prefills and all(rows * width <= budget for rows, width in prefills)
     assert len(replies) == len(ids)
+
+
+def test_exact_argmax_decides_bf16_ties_in_float32():
+    """Two tokens whose scores differ by less than bf16 can show at that size tie in bf16 logits; plain
+    argmax hands the tie to the lower id, exact_argmax rescores them in float32 and picks the higher."""
+    import torch
+
+    from sdft.generation import exact_argmax
+
+    head = torch.nn.Linear(2, 10, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[3] = torch.tensor([15.0, 15.0])     # score 30.0
+        head.weight[7] = torch.tensor([15.0, 15.0625])  # score 30.0625: bf16 steps are 0.125 there
+        head.weight[5] = torch.tensor([10.0, 10.0])     # far below: never a candidate
+    head = head.to(torch.bfloat16)
+    hidden = torch.ones(1, 2, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        logits = head(hidden)
+        assert logits[0, 3] == logits[0, 7] and int(logits.argmax(-1)) == 3  # the tie, as bf16 rounds it
+        assert exact_argmax(logits, hidden, head).tolist() == [7]
+        # rows x positions, as a speculative step checks drafts; a row without a tie keeps plain argmax
+        clear = torch.tensor([[1.0, -1.0]], dtype=torch.bfloat16)
+        both = torch.stack([hidden, clear], dim=1)  # (1, 2 positions, 2)
+        assert exact_argmax(head(both), both, head).tolist() == [[7, int(head(clear).argmax(-1))]]
+        # float32 logits are exact already: plain argmax, whatever the hidden states say
+        assert exact_argmax(logits.float(), hidden, head).tolist() == [3]
