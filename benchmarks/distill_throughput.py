@@ -15,12 +15,13 @@ max new tokens and stops at the same end-of-reply ids.
 
 Rounds alternate the sides so they see the same background load; medians over rounds are reported.
 Also printed: the share of prompts whose replies B reproduces token for token (float32 B against A;
-bf16 B against bf16 batch-1 `generate`, since bf16 itself changes some greedy replies), and the
-distillation acceptance rate (sdft.distill.verify.check on each reply against its reference) of the
-bf16 replies next to the float32 ones.
+bf16 B against float32 B, and against bf16 batch-1 `generate`, which hands bf16 ties to the lowest token
+id where the engine decides them in float32), and the distillation acceptance rate
+(sdft.distill.verify.check on each reply against its reference) of the bf16 replies next to the float32
+ones.
 
-  python benchmarks/distill_throughput.py                    # ~13 minutes a round on 2 CPU cores (3 rounds)
-  python benchmarks/distill_throughput.py --rounds 1         # one round: ~15 minutes with the checks
+  python benchmarks/distill_throughput.py                    # ~6 minutes a round on 2 CPU cores (3 rounds)
+  python benchmarks/distill_throughput.py --rounds 1         # one round: ~6 minutes with the checks
   python benchmarks/distill_throughput.py --quick            # smoke test, under 2 minutes
   python benchmarks/distill_throughput.py --data builtin:arithmetic --prompts 256 --rounds 3
 """
