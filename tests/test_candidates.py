@@ -74,17 +74,28 @@ def test_keeps_the_most_likely_passing_candidate(tiny):
     reasons = [[c.reject_reason for c in row] for row in per_row]
     assert reasons == [[None, "answer_mismatch", None, "wrong_step", None, "truncated"],
                        ["answer_mismatch", "wrong_step", "empty"]]
-    nlls = [[direct_nll(model, tok, ex.messages(), t) if t else None for t in row] for ex, row in zip(examples, texts)]
-    for row, expected in zip(per_row, nlls):
-        for c, nll in zip(row, expected):
-            assert (c.nll is None) == (nll is None)
-            if nll is not None:
-                assert c.nll == pytest.approx(nll, abs=1e-4)
     passing = [j for j, r in enumerate(reasons[0]) if r is None]
+    nlls = [[direct_nll(model, tok, ex.messages(), t) if t else None for t in row] for ex, row in zip(examples, texts)]
+    # Only candidates with a choice to make are scored: the passing ones of row a; row b has none.
+    assert [c.nll is not None for c in per_row[0]] == [j in passing for j in range(6)]
+    assert all(c.nll is None for c in per_row[1])
+    for j in passing:
+        assert per_row[0][j].nll == pytest.approx(nlls[0][j], abs=1e-4)
     best = min(passing, key=lambda j: nlls[0][j])
     assert kept == [best, None]
     # The choice is not just the most likely candidate overall: a failing one is more likely here.
     assert min(range(6), key=lambda j: nlls[0][j]) not in passing
+
+
+def test_a_single_passing_candidate_is_kept_without_scoring(tiny):
+    model, tok = tiny
+    ex = Example(id="a", instruction="What is 3 + 4?", response="3 + 4 = 7. The answer is 7.")
+    # the same passing text twice is still one choice; the failing one is never scored
+    row = [Candidate("greedy", "The answer is 8."), Candidate("sample", "So 3 + 4 = 7. The answer is 7."),
+           Candidate("self_answer", "So 3 + 4 = 7. The answer is 7.")]
+    assert judge(model, tok, "math", [ex], [row]) == [1]
+    assert [c.reject_reason for c in row] == ["answer_mismatch", None, None]
+    assert all(c.nll is None for c in row)
 
 
 def test_sampling_is_reproducible_and_independent_of_batching(tiny):
@@ -145,6 +156,7 @@ def test_distill_keeps_the_best_candidate_with_self_answer(ending, tmp_path):
     rows = read_jsonl(tmp_path / "d.jsonl")
     self_answers = generate(model, tok, [render_chat(tok, ex.messages()) for ex in examples],
                             GenerationConfig(max_new_tokens=12), progress=False)
+    choices = 0
     for ex, row, own in zip(examples, rows, self_answers):
         cands = row["candidates"]
         assert [c["kind"] for c in cands] == ["greedy", "sample", "sample", "self_answer"]
@@ -152,15 +164,21 @@ def test_distill_keeps_the_best_candidate_with_self_answer(ending, tmp_path):
         cut = hit_token_limit(tok, [c["text"] for c in cands], 12)
         for j, c in enumerate(cands):
             assert c["reject_reason"] == status("general", c["text"] or "", ex.response, truncated=j in cut)[1]
-            if c["text"]:
-                assert c["nll"] == pytest.approx(direct_nll(model, tok, ex.messages(), c["text"]), abs=1e-4)
         passing = [j for j, c in enumerate(cands) if c["reject_reason"] is None]
+        choice = len({cands[j]["text"] for j in passing}) > 1  # only then are candidates scored
+        choices += choice
+        for j, c in enumerate(cands):
+            if choice and j in passing:
+                assert c["nll"] == pytest.approx(direct_nll(model, tok, ex.messages(), c["text"]), abs=1e-4)
+            else:
+                assert c["nll"] is None
         if passing:
-            best = min(passing, key=lambda j: cands[j]["nll"])
+            best = min(passing, key=lambda j: cands[j]["nll"]) if choice else passing[0]
             assert (row["kept_candidate"], row["kept_kind"]) == (best, cands[best]["kind"])
             assert row["response"] == row["distilled"] == cands[best]["text"] and row["accepted"]
         else:
             assert (row["kept_candidate"], row["kept_kind"], row["response"]) == (None, "original", ex.response)
+    assert choices  # some row chose by likelihood
     kinds = [r["kept_kind"] for r in rows]
     assert "sample" in kinds  # the greedy reply ends at once (empty): only samples can pass
     assert summary["kept_kinds"] == {k: kinds.count(k) for k in set(kinds)}

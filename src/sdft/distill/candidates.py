@@ -104,15 +104,18 @@ def generate_candidates(model, tokenizer, examples: list[Example], prompts: list
 
 def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[list[Candidate]],
           batch_size: int = 16) -> list[int | None]:
-    """Check and score every candidate in place; returns per row the index of the candidate to keep: the
-    passing one with the lowest NLL (the first of equals), None when none passes."""
+    """Check every candidate, and score in place those that pass in rows with a choice to make; returns
+    per row the index of the candidate to keep: the passing one with the lowest NLL (the first of
+    equals), None when none passes. A row with one passing text keeps it unscored (nll None): scoring
+    every candidate took a quarter of a distillation for choices that were never in doubt."""
     from sdft.evaluate.likelihood import response_nll
 
     for ex, cands in zip(examples, per_row):
         for c in cands:
             c.status, c.reject_reason = status(task, c.text or "", ex.response, truncated=c.truncated)
+    passing_texts = [{c.text for c in cands if c.reject_reason is None and c.text} for cands in per_row]
     # One score per distinct (row, text): samples often repeat the greedy rewrite.
-    pairs = sorted({(i, c.text) for i, cands in enumerate(per_row) for c in cands if c.text})
+    pairs = sorted((i, text) for i, texts in enumerate(passing_texts) if len(texts) > 1 for text in texts)
     nlls = response_nll(model, tokenizer, [examples[i].messages() for i, _ in pairs], [t for _, t in pairs],
                         batch_size)
     score = {pair: nll for pair, nll in zip(pairs, nlls)}
@@ -121,8 +124,11 @@ def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[li
         for c in cands:
             nll = score.get((i, c.text))
             c.nll = nll if nll is not None and math.isfinite(nll) else None
-        passing = [j for j, c in enumerate(cands) if c.reject_reason is None and c.nll is not None]
-        kept.append(min(passing, key=lambda j: cands[j].nll) if passing else None)
+        passing = [j for j, c in enumerate(cands) if c.reject_reason is None and c.text in passing_texts[i]]
+        if len(passing_texts[i]) > 1:
+            passing = [j for j in passing if cands[j].nll is not None]
+            passing = [min(passing, key=lambda j: cands[j].nll)] if passing else []
+        kept.append(passing[0] if passing else None)
     return kept
 
 
