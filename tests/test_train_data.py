@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sdft.data.example import Example
-from sdft.train.attention import register, supports_segments
+from sdft.train.attention import causal_attention, register, segment_attention, supports_segments
 from sdft.train.data import IGNORE, PackedCollator, tokenize_example
 from sdft.train.trainer import _trainer_class
 
@@ -100,6 +100,44 @@ def test_segment_attention_keeps_sequences_apart(tiny_model):
     assert torch.allclose(logits_a, logits_b, rtol=1e-4, atol=1e-5)
     # summed logits give gradients in the thousands: compare relative to their size
     assert (grad_a - grad_b).norm() / grad_a.norm() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_short_piece_attention_is_the_fused_kernels_attention(dtype):
+    """The bf16 CPU path for short pieces: same outputs and gradients as causal SDPA (3 query heads per
+    key/value head, so a wrong head grouping or a missing causal mask would show)."""
+    torch.manual_seed(0)
+    q0, k0, v0 = torch.randn(1, 6, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+
+    def run(fn):
+        q, k, v = (t.to(dtype).requires_grad_(True) for t in (q0, k0, v0))
+        out = fn(q, k, v)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        return out.float(), [t.grad.float() for t in (q, k, v)]
+
+    fused = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3,  # noqa: E731
+                                                           enable_gqa=True).transpose(1, 2)
+    out, grads = run(lambda q, k, v: causal_attention(q, k, v, 0.3))
+    ref, ref_grads = run(fused)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (out - ref).abs().max() < tol * ref.abs().max()
+    for g, r in zip(grads, ref_grads):
+        assert (g - r).norm() < tol * r.norm()
+
+
+def test_bf16_segments_take_the_short_piece_path_and_agree_with_sdpa(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    attn = model.model.layers[0].self_attn
+    torch.manual_seed(0)
+    heads, kv_heads, d = model.config.num_attention_heads, model.config.num_key_value_heads, attn.head_dim
+    q, k, v = torch.randn(1, heads, 30, d), torch.randn(1, kv_heads, 30, d), torch.randn(1, kv_heads, 30, d)
+    q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+    out, _ = segment_attention(attn, q, k, v, None, segments=[0, 12, 30], scaling=attn.scaling, dropout=0.0)
+    ref = torch.cat([F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True,
+                                                    scale=attn.scaling, enable_gqa=True).transpose(1, 2)
+                     for a, b in [(0, 12), (12, 30)]], dim=1)
+    assert out.shape == ref.shape
+    assert (out.float() - ref.float()).abs().max() < 2e-2 * ref.float().abs().max()
 
 
 def test_segment_attention_only_where_attention_is_plain_causal(tiny_model):
