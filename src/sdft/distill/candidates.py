@@ -124,10 +124,10 @@ def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[li
         for c in cands:
             nll = score.get((i, c.text))
             c.nll = nll if nll is not None and math.isfinite(nll) else None
-        passing = [j for j, c in enumerate(cands) if c.reject_reason is None and c.text in passing_texts[i]]
-        if len(passing_texts[i]) > 1:
-            passing = [j for j in passing if cands[j].nll is not None]
-            passing = [min(passing, key=lambda j: cands[j].nll)] if passing else []
+        passing = [j for j, c in enumerate(cands) if c.reject_reason is None and c.text]
+        if len(passing_texts[i]) > 1:  # a choice: the most likely scored one
+            scored = [j for j in passing if cands[j].nll is not None]
+            passing = [min(scored, key=lambda j: cands[j].nll)] if scored else []
         kept.append(passing[0] if passing else None)
     return kept
 
