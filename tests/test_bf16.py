@@ -64,6 +64,7 @@ def test_bf16_training_keeps_base_bf16_lora_fp32_and_uses_less_memory(weighty_mo
 
     assert (fp32["weights_dtype"], fp32["adapter_dtype"]) == ("float32", "float32")
     assert (bf16["weights_dtype"], bf16["adapter_dtype"]) == ("bfloat16", "float32")
+    assert (fp32["autocast"], bf16["autocast"]) == (False, False)  # bf16 weights train as they are
     with safe_open(str(tmp_path / "bf16" / "adapter" / "adapter_model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
     # the base weights alone are 27 MB smaller in bf16; activations are small next to them

@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sdft.data.example import Example
 from sdft.errors import InputError
 from sdft.io import fsync_dir, write_json, write_jsonl
 from sdft.resume import StaleStateError
 from sdft.train.data import IGNORE, PackedCollator, tokenize_example
+from sdft.train.loss import summed_cross_entropy
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _trainer_class():
             keep = targets != IGNORE
             out = model(**inputs, logits_to_keep=keep, use_cache=False)
             logits = out.logits.reshape(-1, out.logits.shape[-1])  # (response positions, vocab)
-            loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum") / keep.sum().clamp(min=1)
+            loss = summed_cross_entropy(logits, targets[keep]) / keep.sum().clamp(min=1)
             return (loss, out) if return_outputs else loss
 
     return _Trainer
@@ -173,7 +173,13 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
                       target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
     model = get_peft_model(model, lora, autocast_adapter_dtype=True)  # adapter weights in float32
 
-    args = TrainingArguments(**trainer_arguments(cfg, ckpt_dir, dtype, progress), remove_unused_columns=False)
+    # bf16 base weights need no autocast: PEFT runs the float32 adapters in float32 and casts their output
+    # back, and summed_cross_entropy works in float32 from bf16 logits. Under autocast, accelerate would
+    # also convert the logits to float32 (a full-vocabulary copy forward and backward, ~10% of a CPU step
+    # here) and every adapter input would be cast twice. QLoRA and fp16 (loss scaling) keep autocast.
+    autocast = dtype != torch.bfloat16 or cfg.load_in_4bit
+    args = TrainingArguments(**trainer_arguments(cfg, ckpt_dir, dtype, progress, autocast),
+                             remove_unused_columns=False)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
     return run_to_end(trainer, model, out_dir, key, {
         "model": model_name,
@@ -183,9 +189,11 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     })
 
 
-def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, progress: bool) -> dict:
+def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, progress: bool,
+                      autocast: bool = True) -> dict:
     """The Trainer settings sdft train and the on-policy method share (transformers' TrainingArguments,
-    which TRL's configs extend), taken from one TrainConfig so both methods train alike."""
+    which TRL's configs extend), taken from one TrainConfig so both methods train alike. `autocast`
+    False trains bf16/fp16 weights as they are, without the Trainer's mixed precision."""
     return dict(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -202,8 +210,8 @@ def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, prog
         save_total_limit=2,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=dtype == torch.bfloat16,  # said outright: TRL would default to bf16 even on CPU
-        fp16=dtype == torch.float16,
+        bf16=autocast and dtype == torch.bfloat16,  # said outright: TRL would default to bf16 even on CPU
+        fp16=autocast and dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
         dataloader_num_workers=0,
@@ -260,6 +268,7 @@ def run_to_end(trainer, model, out_dir: Path, key: str, fields: dict) -> dict:
         "world_size": trainer.args.world_size,
         "weights_dtype": _dtypes(model, trainable=False),  # as trained: frozen base / LoRA weights
         "adapter_dtype": _dtypes(model, trainable=True),
+        "autocast": bool(trainer.args.bf16 or trainer.args.fp16),
         "fingerprint": key,
     }
     if trainer.is_world_process_zero():
