@@ -10,8 +10,10 @@ Terms (bytes):
                constants, the rest (embeddings, norms, lm_head) in the compute dtype
   lora         adapter params in fp32: weight + gradient + AdamW's two moments = 16 bytes each
   activations  saved for backward, per layer per token, x batch_size x max_length tokens; with gradient
-               checkpointing only each layer's input is kept, plus one layer's worth while it is recomputed
-  logits       at response tokens (at most every token): model dtype + fp32 copy + fp32 log-softmax
+               checkpointing only each layer's input is kept, plus one layer's worth while it is recomputed;
+               without autocast the adapters' tensors are fp32
+  logits       at response tokens (at most every token): the logits and their gradient in the model
+               dtype; under autocast accelerate's fp32 copy and its fp32 gradient instead of one of them
   runtime      the framework, CUDA context, kernel workspaces, allocator slack (a fixed 1 GiB)
 """
 
@@ -124,17 +126,19 @@ def model_shape(config, cfg, trust_remote_code: bool = False) -> ModelShape:
 
 
 def activation_bytes_per_token_layer(shape: ModelShape, act: int, lora_r: int, lora_dropout: float,
-                                     mask: int = 1) -> float:
+                                     mask: int = 1, adapter_act: int | None = None) -> float:
     """Bytes one decoder layer keeps for backward per token (no checkpointing), `act` bytes per element.
 
     A frozen linear layer keeps no input (its backward needs only its weight). What is kept: the fp32
     input of both RMSNorms (4 x hidden each); fused SDPA's q, k, v and output (no score matrix); the
     MLP's gate output, up output and SiLU output (3 x intermediate); and per adapted layer its adapter's
-    input and lora_A's output, plus the dropout mask (`mask` bytes per element: bool on CUDA, float on CPU).
+    input and lora_A's output (`adapter_act` bytes per element, `act` unless given: 4 without autocast,
+    where PEFT computes the float32 adapters in float32), plus the dropout mask (`mask` bytes per element:
+    bool on CUDA, float on CPU).
     """
     h, kv, inter = shape.hidden, shape.kv_dim, shape.intermediate
     base = 2 * 4 * h + act * (2 * h + 2 * kv) + act * 3 * inter
-    adapters = act * (shape.lora_inputs + lora_r * shape.lora_modules)
+    adapters = (adapter_act or act) * (shape.lora_inputs + lora_r * shape.lora_modules)
     return base + adapters + (mask * shape.lora_inputs if lora_dropout > 0 else 0)
 
 
@@ -148,14 +152,18 @@ def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cud
     else:
         weights = shape.params * act
         desc = str(dtype).removeprefix("torch.")
+    from sdft.train.trainer import uses_autocast
+
+    autocast = uses_autocast(cfg, dtype)
     mask = 1 if device_type == "cuda" else 4
-    per_layer = activation_bytes_per_token_layer(shape, act, cfg.lora_r, cfg.lora_dropout, mask)
+    per_layer = activation_bytes_per_token_layer(shape, act, cfg.lora_r, cfg.lora_dropout, mask,
+                                                 adapter_act=act if autocast else 4)
     if cfg.gradient_checkpointing:
         # Each layer's input is kept; during backward one layer at a time is recomputed in full.
         activations = tokens * (shape.layers * act * shape.hidden + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
-    logits = tokens * shape.vocab * (act + 8)
+    logits = tokens * shape.vocab * (act + 8 if autocast else 2 * act)
     return MemoryEstimate(shape=shape, tokens=tokens, weight_desc=desc, weights=weights,
                           lora=shape.lora_params * ADAM_LORA_BYTES_PER_PARAM, activations=activations, logits=logits,
                           runtime=RUNTIME_BYTES)

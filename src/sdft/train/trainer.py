@@ -173,12 +173,7 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
                       target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
     model = get_peft_model(model, lora, autocast_adapter_dtype=True)  # adapter weights in float32
 
-    # bf16 base weights need no autocast: PEFT runs the float32 adapters in float32 and casts their output
-    # back, and summed_cross_entropy works in float32 from bf16 logits. Under autocast, accelerate would
-    # also convert the logits to float32 (a full-vocabulary copy forward and backward, ~10% of a CPU step
-    # here) and every adapter input would be cast twice. QLoRA and fp16 (loss scaling) keep autocast.
-    autocast = dtype != torch.bfloat16 or cfg.load_in_4bit
-    args = TrainingArguments(**trainer_arguments(cfg, ckpt_dir, dtype, progress, autocast),
+    args = TrainingArguments(**trainer_arguments(cfg, ckpt_dir, dtype, progress, uses_autocast(cfg, dtype)),
                              remove_unused_columns=False)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
     return run_to_end(trainer, model, out_dir, key, {
@@ -187,6 +182,17 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
         "skipped_too_long": skipped,
         "config": asdict(cfg),
     })
+
+
+def uses_autocast(cfg: TrainConfig, dtype: torch.dtype) -> bool:
+    """Whether sdft train runs the Trainer's mixed precision (autocast) for this run.
+
+    bf16 base weights need none: PEFT runs the float32 adapters in float32 and casts their output back,
+    and summed_cross_entropy works in float32 from bf16 logits. Under autocast, accelerate would also
+    convert the logits to float32 (a full-vocabulary copy forward and backward, ~10% of a CPU step here)
+    and every adapter input would be cast twice. QLoRA (bf16 compute over 4-bit weights) and fp16
+    (which needs loss scaling) keep it."""
+    return dtype == torch.float16 or (dtype == torch.bfloat16 and cfg.load_in_4bit)
 
 
 def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, progress: bool,
