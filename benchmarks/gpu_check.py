@@ -6,7 +6,7 @@ random word sequences, so losses mean nothing; speed and memory do. Prints:
 
   training    sdft.train.trainer.train (packed rows, per-sequence attention, bf16 on the GPU), without
               and with gradient checkpointing: response tokens/s, peak GPU memory, and the dtypes of
-              the base and LoRA weights (bf16 and fp32 expected)
+              the base and LoRA weights (bf16 and fp32 expected) and whether autocast ran (no)
   generation  (A) transformers generate at batch 1 on a few prompts, (B) sdft.generation on all of
               them: new tokens/s, B/A, how many of A's prompts B answers with the same tokens, and
               peak GPU memory
@@ -101,6 +101,7 @@ def check_training(model_dir: Path, out: Path, args, vocab: int, gradient_checkp
             "final_loss": summary["final_loss"], "peak_gpu_gb": _peak_gpu_gb(),
             "gradient_checkpointing": gradient_checkpointing,
             "base_dtype": summary.get("weights_dtype"), "lora_dtype": summary.get("adapter_dtype"),
+            "autocast": summary.get("autocast"),  # False expected: bf16 weights train without it
             "dtype": "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"}
 
 
@@ -237,7 +238,7 @@ def main() -> int:
         for t in (training, checkpointed):
             print(f"training{' (gradient checkpointing)' if t['gradient_checkpointing'] else ''}: {t['steps']} steps x "
                   f"{args.batch_size} sequences in {t['seconds']:.1f} s = {t['response_tok_s']:.0f} response tok/s "
-                  f"({t['dtype']}; base weights {t['base_dtype']}, LoRA {t['lora_dtype']}), "
+                  f"({t['dtype']}; base weights {t['base_dtype']}, LoRA {t['lora_dtype']}, autocast {t['autocast']}), "
                   f"peak GPU memory {t['peak_gpu_gb'] or 0:.2f} GB", flush=True)
         generation = check_generation(model_dir, args, vocab)
         print(f"generation ({generation['dtype']}): A batch-1 generate {generation['a_tok_s']:.0f} tok/s on "
