@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from sdft.errors import InputError, SetupError
+from sdft.train.trainer import uses_autocast
 
 GIB = 1024**3
 RUNTIME_BYTES = 1 * GIB
@@ -152,8 +153,6 @@ def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cud
     else:
         weights = shape.params * act
         desc = str(dtype).removeprefix("torch.")
-    from sdft.train.trainer import uses_autocast
-
     autocast = uses_autocast(cfg, dtype)
     mask = 1 if device_type == "cuda" else 4
     per_layer = activation_bytes_per_token_layer(shape, act, cfg.lora_r, cfg.lora_dropout, mask,
