@@ -23,6 +23,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from sdft.generation_attention import generation_attention
+
 # Called as soon as a reply is finished, with the prompt's index in the batch and its new-token count:
 # rows finish one by one (a refilled row hands its place on), so progress can move per prompt.
 OnDone = Callable[[int, int], None]
@@ -319,14 +321,18 @@ def exact_argmax(logits: torch.Tensor, hidden: torch.Tensor | None, head) -> tor
 
     logits (..., vocab), hidden (..., hidden size) at the same positions; float32 logits or no hidden
     states: plain argmax."""
-    picks = logits.argmax(-1)
+    # max(-1) returns argmax's index (the first maximum) and ran ~3x faster than argmax over bf16 rows
+    top, picks = logits.max(-1)
     if hidden is None or head is None or logits.dtype not in (torch.bfloat16, torch.float16):
         return picks
     flat, states = logits.reshape(-1, logits.shape[-1]), hidden.reshape(-1, hidden.shape[-1])
-    top = flat.gather(-1, picks.reshape(-1, 1)).float()
+    top, flat_picks = top.reshape(-1, 1).float(), picks.reshape(-1, 1)
     step = torch.ldexp(torch.full_like(top, torch.finfo(logits.dtype).eps), torch.frexp(top).exponent - 1)
     near = flat >= (top - step).to(flat.dtype)
-    rows = (near.sum(-1) > 1).nonzero().flatten().tolist()
+    # a row is undecided when a token other than its pick is near the top; any() over booleans, not
+    # sum(), which widens the rows x vocabulary mask to int64 (25 MB a step, page faults and all)
+    rivals = near.clone().scatter_(-1, flat_picks, False)
+    rows = rivals.any(-1).nonzero().flatten().tolist()
     if not rows:
         return picks
     out = picks.reshape(-1).clone()
@@ -413,7 +419,8 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
             for i in range(len(prompt_ids)):
                 on_done(i, 0)
         return [[] for _ in prompt_ids]
-    with HeadInput(model) as head_input:  # for argmax ties in half precision (exact_argmax)
+    # HeadInput: for argmax ties in half precision (exact_argmax)
+    with HeadInput(model) as head_input, generation_attention(model):
         if not _plain_layers(model):  # no refilling: one group of rows after another
             step = rows_at_once(prompt_ids, cfg)
             out: list[list[int]] = []
