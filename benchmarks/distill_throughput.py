@@ -46,6 +46,7 @@ from sdft.distill.templates import get_template, render_distill_prompt  # noqa: 
 from sdft.distill.verify import check  # noqa: E402
 from sdft.generation import GenerationConfig, greedy_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
 from sdft.models import ModelSpec, cpu_has_native_bf16, load_model  # noqa: E402
+from sdft.allocator import keep_freed_memory  # noqa: E402
 
 TARGET_VS_A = 15.0  # bf16 B against A
 TARGET_VS_C = 2.0  # bf16 B against C
@@ -132,6 +133,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 16 prompts, 32 new tokens, 1 round")
     args = p.parse_args()
+    freed_kept = keep_freed_memory()  # as the sdft command does, for every side of the comparison
     if args.quick:
         args.prompts, args.reference_prompts, args.padded_prompts, args.padded_batch = 16, 2, 8, 8
         args.max_new_tokens, args.rounds = 32, 1
@@ -151,7 +153,8 @@ def main() -> int:
 
     print(f"model {args.model} ({sum(p.numel() for p in m32.parameters()) / 1e6:.0f}M params), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
+          f"{platform.processor() or platform.machine()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, "
+          f"freed memory kept (sdft.allocator): {'yes' if freed_kept else 'no'}")
     print(f"data {describe(source)}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} "
           f"tokens on average; A on {len(ref_idx)} of them, C on {len(pad_idx)} in batches of {args.padded_batch}; "
           f"max new tokens {args.max_new_tokens}; B: max_rows {cfg.max_rows}, batch_size {cfg.batch_size}")

@@ -180,6 +180,9 @@ def main() -> int:
     if args.quick:
         args.rows, args.steps, args.batch_size, args.rounds = 8, 2, 4, 1
     if args.child:
+        from sdft.allocator import keep_freed_memory
+
+        keep_freed_memory()  # as the sdft command does
         child(args)
         return 0
 

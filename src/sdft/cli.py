@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from sdft.allocator import keep_freed_memory
 from sdft.data.example import DataError
 
 EXIT_BAD_INPUT = 2
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # fewer page faults in generation (sdft.allocator)
     try:
         return args.func(args)
     except DataError as e:

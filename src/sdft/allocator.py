@@ -1,0 +1,43 @@
+"""Keep freed memory in the process instead of returning it to the OS between forward calls.
+
+glibc serves large blocks with fresh `mmap`s and hands them back on `free`; with its default, adaptive
+thresholds, the logits, activations and KV buffers of the generation engine keep coming back as new
+pages, and every 4 KiB page costs a page fault on first touch (1-8 us each on the VMs we measured,
+against ~0.04 us to zero a warm one). 128 GSM8K distillation prompts in bf16 took 600-800 thousand
+faults per run by default and ~230 thousand with the settings below, and ran ~5% faster (three
+alternated pairs of processes, 64 prompts x 96 tokens: medians 28.3 against 29.8 s).
+
+`keep_freed_memory()` serves blocks up to 32 MiB (glibc's largest setting) from the heap and keeps up to
+2 GiB of freed heap for reuse: the process's resident memory stays near its peak instead of shrinking
+after a stage (the next stage reuses it). Other C libraries: no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+MMAP_THRESHOLD = 32 << 20  # glibc refuses more on 64-bit (HEAP_MAX_SIZE / 2)
+TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int
+
+
+def _glibc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError where the C library is not glibc
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's thresholds for this process; True where they took effect."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+

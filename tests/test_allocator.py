@@ -1,0 +1,35 @@
+"""Freed memory stays in the process: a second round of the same allocations takes no new pages."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sdft.allocator import _glibc
+
+ROUNDS = """
+import resource, sys, torch
+from sdft.allocator import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [torch.ones(4 << 20) for _ in range(8)]  # 16 MiB each, like the engine's KV buffers
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del blocks
+print(faults[0], faults[-1])
+"""
+
+
+@pytest.mark.skipif(_glibc() is None, reason="glibc's mallopt only")
+def test_kept_memory_is_reused_without_page_faults():
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", ROUNDS, mode], capture_output=True, text=True, check=True)
+        return [int(x) for x in out.stdout.split()]
+
+    pages = (8 * 16 << 20) // 4096
+    first, last = faults("default")
+    assert first > pages // 2 and last > pages // 2  # by default every round faults its pages in again
+    first, last = faults("keep")
+    assert first > pages // 2 and last < pages // 4
