@@ -70,3 +70,29 @@ def test_other_attention_is_left_alone(tiny_model):
             assert sdpa.config._attn_implementation == ga.NAME
             raise RuntimeError("a failed generation")
     assert sdpa.config._attn_implementation == "sdpa"
+
+
+def test_row_windows_cover_every_column_in_use_and_keep_the_replies(model_tok, monkeypatch):
+    """Decoding steps attend per range of rows, each from the first column its rows use: through
+    refills, finished rows swapped out and window shifts no row has a column in use before its
+    range's start, ranges are cut where rows joined later, and the replies are those of one range."""
+    import sdft.generation as gen
+
+    model, tok = model_tok
+    ids = [tok(f"{i} " + "word " * (3 * i % 17), add_special_tokens=False)["input_ids"] for i in range(16)]
+    cfg = GenerationConfig(max_new_tokens=20, max_rows=6, prefill_tokens=1, draft_budget=0)
+    cuts, windows = [], gen._Rows.windows
+
+    def checked(self, parts):
+        out = windows(self, parts)
+        assert out[0][0] == 0 and out[-1][1] == self.n and all(x[1] == y[0] for x, y in zip(out, out[1:]))
+        for a, b, col in out:
+            assert not self.mask[a:b, :self.lo + col].any()  # nothing in use left of the range's start
+        cuts.append(len(out))
+        return out
+
+    monkeypatch.setattr(gen._Rows, "windows", checked)
+    ranged = greedy_token_ids(model, tok, ids, cfg)
+    assert max(cuts) > 1
+    monkeypatch.setattr(ga, "WINDOW_PARTS", 1)
+    assert greedy_token_ids(model, tok, ids, cfg) == ranged

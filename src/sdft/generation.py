@@ -139,6 +139,7 @@ class _Rows:
         self.mask = torch.zeros((rows, cols), dtype=torch.long, device=device)
         self.next = torch.zeros(rows, dtype=torch.long, device=device)  # token each row feeds next
         self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # position of each row's newest token
+        self.first = [0] * rows  # each slot's first column: its window starts there
         self.n, self.lo, self.hi, self.start = 0, start, start, start
         self.cache = _slot_cache(self)
 
@@ -152,6 +153,7 @@ class _Rows:
         self.mask[a:b] = 0
         self.mask[a:b, self.hi - w:self.hi] = mask
         self.pos[a:b], self.next[a:b] = pos, first
+        self.first[a:b] = [self.hi - w] * g
         self.n, self.lo = b, min(self.lo, self.hi - w)
 
     def remove(self, slot: int) -> None:
@@ -163,6 +165,7 @@ class _Rows:
                 t[slot, :, lo:hi] = t[last, :, lo:hi]
             self.mask[slot] = self.mask[last]  # whole row: columns left of lo may come back into use
             self.pos[slot], self.next[slot] = self.pos[last], self.next[last]
+            self.first[slot] = self.first[last]
         self.n = last
 
     def trim(self) -> None:
@@ -187,6 +190,7 @@ class _Rows:
                 t[:self.n, :, lo - shift:hi - shift] = t[:self.n, :, lo:hi].clone()
             self.mask[:self.n, lo - shift:hi - shift] = self.mask[:self.n, lo:hi].clone()
             self.mask[:, hi - shift:] = 0
+            self.first[:self.n] = [c - shift for c in self.first[:self.n]]
             self.lo, self.hi = lo - shift, hi - shift
             return
         self.repack()
@@ -205,7 +209,23 @@ class _Rows:
                 t[r, :, end - len(idx):end] = t[r, :, idx]  # the gather copies first: overlap is safe
             self.mask[r] = 0
             self.mask[r, end - len(idx):end] = 1
+            self.first[r] = end - len(idx)
         self.lo, self.hi = end - widest, end
+
+    def windows(self, parts: int) -> list[tuple[int, int, int]]:
+        """The live slots cut into up to `parts` contiguous ranges (start, end, first column any of
+        them attends to, counted from lo): attention per range reads fewer columns, since rows that
+        joined later start further right (`generation_attention`)."""
+        size = -(-self.n // parts)
+        out: list[tuple[int, int, int]] = []
+        for a in range(0, self.n, size):
+            b = min(self.n, a + size)
+            col = min(self.first[a:b]) - self.lo
+            if out and out[-1][2] == col:
+                out[-1] = (out[-1][0], b, col)
+            else:
+                out.append((a, b, col))
+        return out
 
 
 def _slot_cache(rows: _Rows):
@@ -420,7 +440,7 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
                 on_done(i, 0)
         return [[] for _ in prompt_ids]
     # HeadInput: for argmax ties in half precision (exact_argmax)
-    with HeadInput(model) as head_input, generation_attention(model):
+    with HeadInput(model) as head_input, generation_attention(model) as window_parts:
         if not _plain_layers(model):  # no refilling: one group of rows after another
             step = rows_at_once(prompt_ids, cfg)
             out: list[list[int]] = []
@@ -428,7 +448,7 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
                 shifted = (lambda i, n, start=start: on_done(start + i, n)) if on_done else None
                 out += _greedy_padded(model, tokenizer, prompt_ids[start:start + step], cfg, shifted, head_input)
             return out
-        return _greedy_refill(model, tokenizer, prompt_ids, cfg, on_done, head_input)
+        return _greedy_refill(model, tokenizer, prompt_ids, cfg, on_done, head_input, window_parts)
 
 
 class _Replies:
@@ -459,7 +479,8 @@ class _Replies:
 
 
 def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig,
-                   on_done: OnDone | None = None, head_input: HeadInput | None = None) -> list[list[int]]:
+                   on_done: OnDone | None = None, head_input: HeadInput | None = None,
+                   window_parts: int = 0) -> list[list[int]]:
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -582,8 +603,9 @@ def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
         n, hi = rows.n, rows.hi
         rows.mask[:n, hi] = 1
         rows.pos[:n] += 1
+        windows = {"row_windows": rows.windows(window_parts)} if window_parts > 1 else {}
         out = model(input_ids=rows.next[:n, None], attention_mask=rows.mask[:n, rows.lo:hi + 1],
-                    position_ids=rows.pos[:n, None], past_key_values=rows.cache, use_cache=True)
+                    position_ids=rows.pos[:n, None], past_key_values=rows.cache, use_cache=True, **windows)
         rows.hi = hi + 1
         rows.next[:n] = pick(out.logits[:, -1], slot_prompt[:n])
         finish(range(n), rows.next[:n].tolist())
