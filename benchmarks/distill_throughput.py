@@ -47,6 +47,7 @@ from sdft.distill.verify import check  # noqa: E402
 from sdft.generation import GenerationConfig, greedy_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
 from sdft.models import ModelSpec, cpu_has_native_bf16, load_model  # noqa: E402
 from sdft.allocator import keep_freed_memory  # noqa: E402
+from sdft.generation_workers import decode_workers  # noqa: E402
 
 TARGET_VS_A = 15.0  # bf16 B against A
 TARGET_VS_C = 2.0  # bf16 B against C
@@ -105,11 +106,10 @@ def engine(model, tok, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tu
     return replies, time.perf_counter() - start
 
 
-def acceptance(tok, examples, replies: list[list[int]], max_new: int) -> float:
-    """Percent of replies the distillation stage would keep (math task), as the stage decodes them."""
-    kept = sum(check("math", tok.decode(ids, skip_special_tokens=True).strip(), ex.response,
-                     truncated=len(ids) >= max_new) is None for ex, ids in zip(examples, replies))
-    return 100.0 * kept / len(replies)
+def kept_rows(tok, examples, replies: list[list[int]], max_new: int) -> list[bool]:
+    """Whether the distillation stage would keep each reply (math task), as the stage decodes them."""
+    return [check("math", tok.decode(ids, skip_special_tokens=True).strip(), ex.response,
+                  truncated=len(ids) >= max_new) is None for ex, ids in zip(examples, replies)]
 
 
 def spaced(n: int, k: int) -> list[int]:
@@ -128,7 +128,10 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256, help="B: prompts per planned (resumable) batch")
-    p.add_argument("--max-rows", type=int, default=GenerationConfig.max_rows, help="B: rows decoded at once")
+    p.add_argument("--max-rows", type=int, default=GenerationConfig.max_rows,
+                   help="B: rows decoded at once in each worker")
+    p.add_argument("--workers", type=int, default=GenerationConfig.workers,
+                   help="B: decoding processes of one thread each (0: auto, as the distill stage does)")
     p.add_argument("--max-batch-tokens", type=int, default=1 << 20)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 16 prompts, 32 new tokens, 1 round")
@@ -149,7 +152,8 @@ def main() -> int:
     pad_idx = spaced(len(prompt_ids), args.padded_prompts)
     eos = sorted(stop_token_ids(m32, tok))
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows)
+                           max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows, workers=args.workers)
+    workers = decode_workers(m16, cfg.workers, min(len(prompt_ids), cfg.batch_size))
 
     print(f"model {args.model} ({sum(p.numel() for p in m32.parameters()) / 1e6:.0f}M params), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
@@ -157,7 +161,9 @@ def main() -> int:
           f"freed memory kept (sdft.allocator): {'yes' if freed_kept else 'no'}")
     print(f"data {describe(source)}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} "
           f"tokens on average; A on {len(ref_idx)} of them, C on {len(pad_idx)} in batches of {args.padded_batch}; "
-          f"max new tokens {args.max_new_tokens}; B: max_rows {cfg.max_rows}, batch_size {cfg.batch_size}")
+          f"max new tokens {args.max_new_tokens}; B: max_rows {cfg.max_rows} in each of "
+          f"{workers} decoding process(es) of {'one thread' if workers > 1 else f'{torch.get_num_threads()} threads'}, "
+          f"batch_size {cfg.batch_size}")
 
     for model in (m32, m16):  # first calls pay one-off setup (kernel selection, allocator growth)
         one_at_a_time(model, tok, prompt_ids[:1], 4, eos)
@@ -191,8 +197,9 @@ def main() -> int:
     same32 = sum(outs["A"][j] == outs["B32"][i] for j, i in enumerate(ref_idx)) / k
     same16 = sum(a16_out[j] == outs["B16"][i] for j, i in enumerate(ref_idx)) / k
     same_dtypes = sum(a == b for a, b in zip(outs["B32"], outs["B16"])) / len(prompt_ids)
-    acc32 = acceptance(tok, examples, outs["B32"], args.max_new_tokens)
-    acc16 = acceptance(tok, examples, outs["B16"], args.max_new_tokens)
+    kept32 = kept_rows(tok, examples, outs["B32"], args.max_new_tokens)
+    kept16 = kept_rows(tok, examples, outs["B16"], args.max_new_tokens)
+    acc32, acc16 = 100.0 * sum(kept32) / len(kept32), 100.0 * sum(kept16) / len(kept16)
     print()
     print("| | tokens/s (median) | B/A | B/C | same tokens |")
     print("|---|---|---|---|---|")
@@ -206,7 +213,8 @@ def main() -> int:
     print()
     print(f"bf16 B gives the float32 replies token for token on {same_dtypes:.0%} of {len(prompt_ids)} prompts")
     print(f"acceptance (math check against the reference): float32 {acc32:.1f}%, bfloat16 {acc16:.1f}% "
-          f"on the same {len(prompt_ids)} rows")
+          f"on the same {len(prompt_ids)} rows; rows kept in bf16 only: {sum(b and not a for a, b in zip(kept32, kept16))}, "
+          f"in float32 only: {sum(a and not b for a, b in zip(kept32, kept16))}")
     print(f"peak resident memory of this process (both models, all sides): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

@@ -80,7 +80,7 @@ def test_row_windows_cover_every_column_in_use_and_keep_the_replies(model_tok, m
 
     model, tok = model_tok
     ids = [tok(f"{i} " + "word " * (3 * i % 17), add_special_tokens=False)["input_ids"] for i in range(16)]
-    cfg = GenerationConfig(max_new_tokens=20, max_rows=6, prefill_tokens=1, draft_budget=0)
+    cfg = GenerationConfig(max_new_tokens=20, max_rows=6, prefill_tokens=1, draft_budget=0, workers=1)
     cuts, windows = [], gen._Rows.windows
 
     def checked(self, parts):

@@ -32,7 +32,8 @@ def cmd_distill(args) -> int:
     get_template(args.template, args.task)  # a bad template fails before the model loads
     examples = _examples(args.data, args.columns, args.limit)
     cfg = DistillConfig(template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows, backend=args.backend,
+                        max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows, workers=args.workers,
+                        backend=args.backend,
                         tensor_parallel=args.tensor_parallel, data_parallel=args.data_parallel,
                         **_candidate_settings(args))
     if args.backend == "vllm":  # vLLM loads the weights itself
@@ -224,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-tokens", type=int, default=DistillConfig.max_batch_tokens,
                    help="rows decoding at once x (prompt + new tokens): bounds KV-cache memory")
     p.add_argument("--max-rows", type=int, default=DistillConfig.max_rows,
-                   help="rows decoding at once; finished rows take the next prompt (raise on a GPU)")
+                   help="rows decoding at once in each worker; finished rows take the next prompt (raise on a GPU)")
+    p.add_argument("--workers", type=int, default=DistillConfig.workers,
+                   help="CPU only: processes decoding a batch, one thread each (0: one per core with 2-4 cores)")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
                    help="vllm: GPU engine (pip install 'sdft[vllm]')")
     p.add_argument("--tensor-parallel", type=int, default=1, help="vllm: GPUs per model replica")

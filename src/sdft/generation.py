@@ -3,7 +3,8 @@
 Prompts are sorted by length into batches; a batch is the unit that is resumed, sharded across
 processes and yielded. Within a batch, up to `max_rows` rows decode together against one
 pre-allocated KV cache, and a row that finishes hands its place to the batch's next waiting prompt,
-so the matrix multiplies stay wide instead of trailing off with a few long replies. The prompt prefix
+so the matrix multiplies stay wide instead of trailing off with a few long replies. On a CPU with a few
+cores, a batch is dealt out to one single-threaded process per core (`sdft.generation_workers`). The prompt prefix
 that every prompt of a batch shares (the chat template and system prompt of a distillation template)
 is run once and copied to every row.
 
@@ -17,13 +18,14 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from sdft.generation_attention import generation_attention
+from sdft.generation_workers import decode_in_workers, decode_workers
 
 # Called as soon as a reply is finished, with the prompt's index in the batch and its new-token count:
 # rows finish one by one (a refilled row hands its place on), so progress can move per prompt.
@@ -38,10 +40,10 @@ class GenerationConfig:
     # prompts mean fewer rows at once, never smaller batches.
     max_batch_tokens: int = 32768
     stop: tuple[str, ...] = field(default_factory=tuple)
-    # Rows decoded at once; a batch with more prompts refills rows as replies finish. On two CPU cores
-    # 64 rows get most of the matrix-multiply efficiency (96 adds ~5% for 50% more KV memory); on a GPU
-    # raise it. 0: the whole batch at once.
-    max_rows: int = 64
+    # Rows decoded at once (in each worker); a batch with more prompts refills rows as replies finish.
+    # On two CPU cores, two workers of 48 rows decode within 3% of two of 64 with a quarter less KV
+    # memory (docs/PERFORMANCE.md); on a GPU raise it. 0: the whole batch at once.
+    max_rows: int = 48
     prefill_tokens: int = 2048  # prompt tokens per prefill forward: bounds activation memory
     # Once no prompt waits and few rows are left, a step is bound by reading the weights, not by
     # arithmetic: rows then also verify draft tokens looked up in their own prompt and reply (replies
@@ -55,6 +57,9 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0
     seed: int = 0  # mixed with each prompt's tokens into that row's own random generator
+    # Processes a batch decodes in on a CPU, one thread each (sdft.generation_workers); max_rows and
+    # max_batch_tokens hold per process. 0: one per core on CPUs with 2-4 threads, else 1.
+    workers: int = 0
 
 
 def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int = 0,
@@ -439,6 +444,10 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
             for i in range(len(prompt_ids)):
                 on_done(i, 0)
         return [[] for _ in prompt_ids]
+    workers = decode_workers(model, cfg.workers, len(prompt_ids))
+    if workers > 1:
+        return decode_in_workers(greedy_token_ids, model, tokenizer, prompt_ids, replace(cfg, workers=1), workers,
+                                 on_done)
     # HeadInput: for argmax ties in half precision (exact_argmax)
     with HeadInput(model) as head_input, generation_attention(model) as window_parts:
         if not _plain_layers(model):  # no refilling: one group of rows after another

@@ -30,7 +30,10 @@ class DistillConfig:
     batch_size: int = 256
     max_new_tokens: int = 512
     max_batch_tokens: int = 32768  # rows at once x (prompt + max_new_tokens): bounds KV-cache memory
-    max_rows: int = 64  # 64 suits 2-4 CPU cores; raise it on a GPU
+    max_rows: int = 48  # per worker; 48 suits 2-4 CPU cores; raise it on a GPU
+    # Processes a batch decodes in on a CPU, one thread each (sdft.generation_workers); 0: one per core
+    # on CPUs with 2-4 threads, else 1.
+    workers: int = 0
     backend: str = "transformers"  # or "vllm" (GPU only; see sdft.vllm_backend)
     tensor_parallel: int = 1  # vllm: GPUs per model replica
     data_parallel: int = 1  # vllm: model replicas, each on a shard of the prompts
@@ -49,6 +52,8 @@ class DistillConfig:
         from sdft.distill.candidates import validate
 
         validate(self)
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise InputError(f"distill workers must be 0 (auto) or a whole number >= 1, got {self.workers!r}")
 
 
 def summary_path(out: Path) -> Path:
@@ -177,7 +182,8 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     lengths = [len(p) for p in tokenize_prompts(tokenizer, prompts)]
     too_long = {i for i, n in enumerate(lengths) if n + cfg.max_new_tokens > limit}
     live = [i for i in range(len(examples)) if i not in too_long]
-    gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens, max_rows=cfg.max_rows)
+    gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens, max_rows=cfg.max_rows,
+                           workers=cfg.workers)
     if cfg.backend == "vllm":
         # vLLM schedules the whole set itself; a killed vLLM run restarts this stage from the beginning.
         from sdft.models import resolve_model
