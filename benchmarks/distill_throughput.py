@@ -216,7 +216,8 @@ def main() -> int:
           f"on the same {len(prompt_ids)} rows; rows kept in bf16 only: {sum(b and not a for a, b in zip(kept32, kept16))}, "
           f"in float32 only: {sum(a and not b for a, b in zip(kept32, kept16))}")
     print(f"peak resident memory of this process (both models, all sides): "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; largest decoding worker "
+          f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB (sharing the parent's weights)")
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "not met"

@@ -87,18 +87,19 @@ def test_a_failing_worker_fails_the_call(model_tok, monkeypatch):
 def test_how_many_workers(model_tok, monkeypatch):
     model, _ = model_tok
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert gw.decode_workers(model, 0, 64) == 2  # auto: one per thread on a 2-core CPU
-    assert gw.decode_workers(model, 0, 15) == 1  # too few prompts to share out
-    assert gw.decode_workers(model, 1, 64) == 1
-    assert gw.decode_workers(model, 3, 64) == 3  # asked for: more than the threads is allowed
+    assert gw.decode_workers(model, 0, 128) == 2  # auto: one per thread on a 2-core CPU
+    assert gw.decode_workers(model, 0, 95) == 1  # too few prompts to fill two workers' rows
+    assert gw.decode_workers(model, 1, 128) == 1
+    assert gw.decode_workers(model, 3, 16) == 3  # asked for: as many as asked, more than the threads too
+    assert gw.decode_workers(model, 3, 2) == 2  # but never more than there are prompts
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert gw.decode_workers(model, 0, 64) == 1
+    assert gw.decode_workers(model, 0, 128) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
     assert gw.decode_workers(model, 0, 512) == 1  # many threads: one process uses them
     with pytest.raises(InputError, match="workers must be 0"):
         gw.decode_workers(model, -1, 64)
     on_meta = torch.nn.Linear(2, 2, device="meta")
-    assert gw.decode_workers(on_meta, 0, 64) == 1  # not a CPU model: never forked
+    assert gw.decode_workers(on_meta, 0, 128) == 1  # not a CPU model: never forked
     with pytest.raises(InputError, match="need a CPU model"):
         gw.decode_workers(on_meta, 2, 64)
 

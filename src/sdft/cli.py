@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=DistillConfig.max_rows,
                    help="rows decoding at once in each worker; finished rows take the next prompt (raise on a GPU)")
     p.add_argument("--workers", type=int, default=DistillConfig.workers,
-                   help="CPU only: processes decoding a batch, one thread each (0: one per core with 2-4 cores)")
+                   help="CPU only: processes decoding a batch, one thread each (0: auto, see docs/PERFORMANCE.md)")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
                    help="vllm: GPU engine (pip install 'sdft[vllm]')")
     p.add_argument("--tensor-parallel", type=int, default=1, help="vllm: GPUs per model replica")

@@ -58,7 +58,8 @@ class GenerationConfig:
     top_k: int = 0
     seed: int = 0  # mixed with each prompt's tokens into that row's own random generator
     # Processes a batch decodes in on a CPU, one thread each (sdft.generation_workers); max_rows and
-    # max_batch_tokens hold per process. 0: one per core on CPUs with 2-4 threads, else 1.
+    # max_batch_tokens hold per process. 0: auto, one per core on CPUs with 2-4 threads for batches
+    # of 96 prompts or more, else 1.
     workers: int = 0
 
 

@@ -32,7 +32,7 @@ class DistillConfig:
     max_batch_tokens: int = 32768  # rows at once x (prompt + max_new_tokens): bounds KV-cache memory
     max_rows: int = 48  # per worker; 48 suits 2-4 CPU cores; raise it on a GPU
     # Processes a batch decodes in on a CPU, one thread each (sdft.generation_workers); 0: one per core
-    # on CPUs with 2-4 threads, else 1.
+    # on CPUs with 2-4 threads for batches of 96 prompts or more, else 1.
     workers: int = 0
     backend: str = "transformers"  # or "vllm" (GPU only; see sdft.vllm_backend)
     tensor_parallel: int = 1  # vllm: GPUs per model replica

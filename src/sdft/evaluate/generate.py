@@ -13,6 +13,12 @@ from sdft.io import atomic_write
 from sdft.resume import finish, generate_resumable, process_state
 
 
+def eval_generation(max_new_tokens: int, batch_size: int) -> GenerationConfig:
+    """How evaluation decodes: a batch's prompts all at once (eval batches are small; with fewer rows
+    than prompts, the last prompts would wait for rows to free and decode as a second, thin wave)."""
+    return GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size)
+
+
 def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig, model=None) -> str:
     # The dtype the model really runs in (spec.dtype may say "auto"): bf16 and fp32 replies differ at near-ties.
     dtype = str(next(model.parameters()).dtype) if model is not None else spec.dtype
@@ -35,7 +41,7 @@ def generate_file(spec, adapter: str | None, examples: list[Example], out: str |
     if model is None:
         model, tokenizer = load_model(spec, adapter)
     prompts = [render_chat(tokenizer, ex.messages(system)) for ex in examples]
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    gen = eval_generation(max_new_tokens, batch_size)
     key = generation_key(spec, adapter, prompts, gen, model)
     parts = out.with_name(out.name + ".parts")
     replies = generate_resumable(model, tokenizer, prompts, gen, parts, key, force=force, progress=progress)

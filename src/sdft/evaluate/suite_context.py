@@ -16,7 +16,6 @@ from typing import Any, Iterable
 from sdft.chat import chat_messages, render_chat
 from sdft.config import EvalConfig
 from sdft.evaluate.stats import Metric, mean_metric
-from sdft.generation import GenerationConfig
 from sdft.models import ModelSpec
 
 
@@ -54,13 +53,13 @@ class SuiteContext:
 
     def generate(self, conversations: list[list[dict]], part: str = "replies") -> list[str]:
         """Greedy replies to chat conversations, resumable under `<suite_dir>/<part>.parts/`."""
-        from sdft.evaluate.generate import generation_key
+        from sdft.evaluate.generate import eval_generation, generation_key
         from sdft.resume import generate_resumable
 
         prompts = [render_chat(self.tokenizer, messages) for messages in conversations]
         if not prompts:
             return []
-        gen = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
+        gen = eval_generation(self.cfg.max_new_tokens, self.cfg.batch_size)
         key = generation_key(self.spec, self.adapter, prompts, gen, self.model)
         parts = self.suite_dir / f"{part}.parts"
         self.parts.append(parts)

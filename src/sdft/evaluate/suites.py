@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -228,6 +229,7 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
         tokenizer = load_tokenizer(spec.name, spec.trust_remote_code, spec.revision)
 
     for name in todo:
+        started = time.perf_counter()
         if progress:
             print(f"      eval {name}", flush=True)
         ctx = SuiteContext(name=name, model=model, tokenizer=tokenizer, cfg=cfg.for_suite(name), spec=spec,
@@ -238,4 +240,6 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
         results[name] = write_suite(ctx.suite_dir, name, SUITES[name].run(ctx))
         ctx.cleanup()
         release_freed_memory()
+        if progress:
+            print(f"      eval {name}: {time.perf_counter() - started:.1f} s", flush=True)
     return {name: results[name] for name in names}

@@ -80,9 +80,13 @@ class StageLog:
         seconds = time.perf_counter() - start
         release_freed_memory()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-        self.stages.append({"stage": name, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb)})
+        # Child processes (CPU decoding workers, sandboxed programs) on top: the largest one so far.
+        child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        self.stages.append({"stage": name, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb),
+                            "peak_child_rss_mb": round(child_mb)})
         write_json(self.path, self.stages)
-        print(f"      {name}: {seconds:.0f} s, peak memory so far {peak_mb / 1024:.2f} GB", flush=True)
+        children = f" (largest child process {child_mb / 1024:.2f} GB)" if child_mb else ""
+        print(f"      {name}: {seconds:.0f} s, peak memory so far {peak_mb / 1024:.2f} GB{children}", flush=True)
 
 
 def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = False) -> None:
