@@ -235,3 +235,23 @@ def test_interrupted_eval_resumes(tiny_model, tmp_path, interrupt_generation):
     for name in ("metrics.json", "predictions.jsonl"):
         assert (out / "math" / name).read_bytes() == (tmp_path / "clean" / "math" / name).read_bytes()
     assert files(out) == files(tmp_path / "clean")
+
+
+def test_interrupted_joint_decode_resumes(tiny_model, tmp_path, interrupt_generation):
+    """math and safety decode together; a run stopped inside that decode keeps its finished batches."""
+    def evaluate(out: Path) -> int:
+        return main(["eval", "--model", tiny_model, "--suite", "math,safety", "--limit", "3",
+                     "--out", str(out), "--batch-size", "3", "--max-new-tokens", "8"])
+
+    assert evaluate(tmp_path / "clean") == 0
+    interrupt_generation(1)
+    out = tmp_path / "run"
+    assert evaluate(out) == 130
+    assert len(batches(out / "replies-8.parts")) == 1  # 3 math + 6 safety prompts in batches of 3
+    assert not (out / "math" / "metrics.json").exists() and not (out / "safety" / "metrics.json").exists()
+    interrupt_generation(None)
+    assert evaluate(out) == 0
+    for suite in ("math", "safety"):
+        for name in ("metrics.json", "predictions.jsonl", "settings.json"):
+            assert (out / suite / name).read_bytes() == (tmp_path / "clean" / suite / name).read_bytes()
+    assert files(out) == files(tmp_path / "clean") and not (out / "replies-8.parts").exists()

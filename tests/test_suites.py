@@ -52,6 +52,16 @@ def run_tiny(tiny, tmp_path, suites, **kwargs):
                       progress=False, **kwargs)
 
 
+def tiny_distilled(tmp_path):
+    """A distilled JSONL of two rows, for the gap suite."""
+    rows = [{"id": "a", "prompt": "What is 3 + 4?", "original": "3 + 4 = 7.", "response": "Seven.", "accepted": True},
+            {"id": "b", "prompt": "What is 5 - 2?", "original": "5 - 2 = 3.", "response": "5 - 2 = 3.",
+             "accepted": False}]
+    path = tmp_path / "distilled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def direct_nll(model, tok, messages, response) -> float:
     """Per-token NLL computed by hand from one unpadded forward pass over prompt + response."""
     prompt_ids = tok(render_chat(tok, messages), add_special_tokens=False)["input_ids"]
@@ -234,6 +244,66 @@ def test_results_of_other_settings_are_redone(tiny, tmp_path, change, capsys):
     assert metrics[0]["n"] == (2 if change == "limit" else 3)
     saved = json.loads((out / "math" / "settings.json").read_text())
     assert saved == suite_settings("math", spec, None, cfg, None, None)
+
+
+def test_suites_decode_together_and_get_the_replies_they_would_alone(tiny, tmp_path, monkeypatch):
+    import sdft.resume
+
+    calls = []
+    real = sdft.resume.generate_resumable
+
+    def counted(model, tokenizer, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        return real(model, tokenizer, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(sdft.resume, "generate_resumable", counted)
+    suites = ["math", "safety", "gap", "retention"]
+    together = tmp_path / "together"
+    run_tiny(tiny, tmp_path, suites, out=together, train_data=str(tiny_distilled(tmp_path)))
+    assert calls == [3 + 6 + 3]  # one decode: 3 math, 3 x 2 safety and 3 retention prompts
+    calls.clear()
+    for suite in ("math", "safety", "retention"):  # float32: the batch does not change a reply
+        run_tiny(tiny, tmp_path, [suite], out=tmp_path / "alone")
+        assert read_jsonl(together / suite / "predictions.jsonl") == read_jsonl(
+            tmp_path / "alone" / suite / "predictions.jsonl")
+        settings = json.loads((together / suite / "settings.json").read_text())
+        assert settings["decoded_with"] == ["math", "safety", "retention"]
+        assert "decoded_with" not in json.loads((tmp_path / "alone" / suite / "settings.json").read_text())
+    assert calls == [3, 6, 3]
+    assert "decoded_with" not in json.loads((together / "gap" / "settings.json").read_text())
+    assert not list(together.glob("*.parts")) and not list(together.glob(".*"))
+
+
+def test_a_suite_is_not_redone_because_its_decode_partners_were(tiny, tmp_path, capsys):
+    out = tmp_path / "eval"
+    data = tmp_path / "safety.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Harmful request {i}"}) + "\n" for i in range(3)))
+    run_tiny(tiny, tmp_path, ["math", "safety"], out=out)
+    math_metrics = (out / "math" / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    # Other safety data: safety is redone, alone; math keeps its results though its decode partner changed.
+    run_tiny(tiny, tmp_path, ["math", "safety"], out=out, safety_data=str(data))
+    printed = capsys.readouterr().out
+    assert (out / "math" / "metrics.json").stat().st_mtime_ns == math_metrics
+    assert [r["prompt"] for r in read_jsonl(out / "safety" / "predictions.jsonl")] == [
+        f"Harmful request {i}" for i in range(3)]
+    assert json.loads((out / "math" / "settings.json").read_text())["decoded_with"] == ["math", "safety"]
+    assert "decoded_with" not in json.loads((out / "safety" / "settings.json").read_text())
+    assert printed == ""  # progress=False: nothing said, and nothing to say about math
+    # And once both are done, a rerun never loads a model.
+    same = EvalConfig(suites=["math", "safety"], limit=3, batch_size=4, max_new_tokens=4, safety_data=str(data))
+    run_suites(BOGUS, None, same, out, progress=False)
+
+
+def test_stale_joint_replies_are_dropped_not_refused(tiny, tmp_path):
+    out = tmp_path / "eval"
+    parts = out / "replies-4.parts"
+    parts.mkdir(parents=True)
+    (parts / "manifest.json").write_text(json.dumps({"fingerprint": "another set of prompts", "batches": 1}))
+    (parts / "batch-000000.jsonl").write_text(json.dumps({"index": 0, "text": "not a reply to these"}) + "\n")
+    run_tiny(tiny, tmp_path, ["math", "safety"], out=out)
+    assert all(r["output"] != "not a reply to these" for r in read_jsonl(out / "math" / "predictions.jsonl"))
+    assert not parts.exists()
 
 
 def test_retention_of_a_fine_tuned_model_needs_the_seed_dir(tmp_path):

@@ -35,8 +35,12 @@ class StaleStateError(RuntimeError):
 
 
 def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConfig, parts: Path, key: str,
-                       force: bool = False, desc: str = "generate", progress: bool = True) -> list[str]:
-    """Replies to `prompts` in input order, every process returning the full list."""
+                       force: bool = False, desc: str = "generate", progress: bool = True,
+                       drop_stale: bool = False) -> list[str]:
+    """Replies to `prompts` in input order, every process returning the full list.
+
+    Parts saved for other inputs or settings are refused (StaleStateError), or with `drop_stale` deleted:
+    for a parts folder that only this code writes and whose inputs change from run to run."""
     state = process_state()
     parts = Path(parts)
     manifest = parts / "manifest.json"
@@ -49,7 +53,9 @@ def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConf
             stale = json.loads(manifest.read_text()).get("fingerprint") != key
         else:  # batches without a manifest: of unknown origin, so not to be trusted
             stale = any(parts.glob("batch-*.jsonl"))
-        if stale:
+        if stale and drop_stale:
+            remove_tree(parts)
+        elif stale:
             raise StaleStateError(
                 f"{parts} holds partial results for other inputs or settings; use --force to start over"
             )

@@ -2,7 +2,9 @@
 
 A suite is a plain function `run(ctx) -> SuiteResult`; `sdft.evaluate.suites` writes the result to
 disk. Generation goes through `ctx.generate`, which saves replies batch by batch so a suite that is
-killed halfway resumes instead of starting over.
+killed halfway resumes instead of starting over. A generating suite also names its prompts in a
+`conversations(ctx)` function, so that `sdft.evaluate.suites` can decode the prompts of several suites
+together beforehand (`decoded`); `ctx.generate` then hands back those replies.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SuiteContext:
     force: bool = False
     progress: bool = True
     parts: list[Path] = field(default_factory=list)
+    decoded: dict[str, str] = field(default_factory=dict)  # rendered prompt -> reply, decoded with other suites
 
     @property
     def generator(self) -> str:
@@ -59,6 +62,8 @@ class SuiteContext:
         prompts = [render_chat(self.tokenizer, messages) for messages in conversations]
         if not prompts:
             return []
+        if all(p in self.decoded for p in prompts):
+            return [self.decoded[p] for p in prompts]
         gen = eval_generation(self.cfg.max_new_tokens, self.cfg.batch_size)
         key = generation_key(self.spec, self.adapter, prompts, gen, self.model)
         parts = self.suite_dir / f"{part}.parts"

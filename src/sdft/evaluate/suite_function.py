@@ -37,9 +37,13 @@ def score_function(replies: list[str], references: list[str]) -> tuple[list[dict
     return rows, metrics
 
 
+def conversations(ctx: SuiteContext) -> list[list[dict]]:
+    return [ex.messages() for ex in load_examples(ctx.cfg.function_data, limit=ctx.cfg.limit)]
+
+
 def run(ctx: SuiteContext) -> SuiteResult:
     examples = load_examples(ctx.cfg.function_data, limit=ctx.cfg.limit)
-    replies = ctx.generate([ex.messages() for ex in examples])
+    replies = ctx.generate(conversations(ctx))
     scored, metrics = score_function(replies, [ex.response for ex in examples])
     rows = [{"id": ex.id, "prompt": ex.prompt, "output": reply, "reference": ex.response} | s
             for ex, reply, s in zip(examples, replies, scored)]

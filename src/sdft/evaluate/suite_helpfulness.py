@@ -85,9 +85,13 @@ def judge_against_seed(ctx: SuiteContext, items: list[tuple[str, str]], replies:
     return [metric], []
 
 
+def conversations(ctx: SuiteContext) -> list[list[dict]]:
+    return [user_turn(text) for _, text in helpfulness_instructions(ctx.cfg)]
+
+
 def run(ctx: SuiteContext) -> SuiteResult:
     items = helpfulness_instructions(ctx.cfg)
-    replies = ctx.generate([user_turn(text) for _, text in items])
+    replies = ctx.generate(conversations(ctx))
     write_json(ctx.suite_dir / ALPACA_EVAL_FILE,
                [{"instruction": text, "output": reply, "generator": ctx.generator}
                 for (_, text), reply in zip(items, replies)])

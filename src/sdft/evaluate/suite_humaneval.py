@@ -41,9 +41,18 @@ def _result_fields(result) -> dict:
     return {"status": result.status}
 
 
+def conversations(ctx: SuiteContext) -> list[list[dict]]:
+    """The chat prompts to complete; none when grading given predictions."""
+    from sdft.evaluate.humaneval import chat_prompt, load_humaneval
+
+    if ctx.cfg.humaneval_predictions:
+        return []
+    return [_as_messages(chat_prompt(p)) for p in load_humaneval(ctx.cfg.limit)]
+
+
 def run(ctx: SuiteContext) -> SuiteResult:
     # Imported here: problem loading and the sandbox are only needed when this suite runs.
-    from sdft.evaluate.humaneval import chat_prompt, evaluate_completions, load_humaneval
+    from sdft.evaluate.humaneval import evaluate_completions, load_humaneval
 
     problems = list(load_humaneval(ctx.cfg.limit))
     if ctx.cfg.humaneval_predictions:
@@ -52,7 +61,7 @@ def run(ctx: SuiteContext) -> SuiteResult:
         given = load_predictions(ctx.cfg.humaneval_predictions, problems)
         replies = [given[p["task_id"]] for p in problems]
     else:
-        replies = ctx.generate([_as_messages(chat_prompt(p)) for p in problems])
+        replies = ctx.generate(conversations(ctx))
     results = evaluate_completions(problems, replies)
     rows = [{"id": _task_id(problem, i), "output": reply, "passed": result.status == "passed",
              "result": _result_fields(result)}

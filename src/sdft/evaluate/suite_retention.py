@@ -31,15 +31,29 @@ def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
                          "does not exist: evaluate the seed model (without seed_dir) first")
 
 
-def run(ctx: SuiteContext) -> SuiteResult:
+def seed_rows(seed_dir: str | Path) -> dict[str, dict]:
+    return {str(row["id"]): row for row in read_jsonl(seed_predictions(seed_dir))}
+
+
+def retention_items(ctx: SuiteContext) -> list[dict]:
     items = load_resource(RETENTION)[: ctx.cfg.limit]
-    if ctx.seed_dir is None:
-        return run_seed(ctx, items)
-    return run_against_seed(ctx, items)
+    if ctx.seed_dir is not None:  # the seed may have been run with another limit: compare on the ones both have
+        seed = seed_rows(ctx.seed_dir)
+        items = [item for item in items if str(item["id"]) in seed]
+    return items
 
 
-def run_seed(ctx: SuiteContext, items: list[dict]) -> SuiteResult:
-    prompts = [user_turn(item["instruction"]) for item in items]
+def conversations(ctx: SuiteContext) -> list[list[dict]]:
+    return [user_turn(item["instruction"]) for item in retention_items(ctx)]
+
+
+def run(ctx: SuiteContext) -> SuiteResult:
+    return run_seed(ctx) if ctx.seed_dir is None else run_against_seed(ctx)
+
+
+def run_seed(ctx: SuiteContext) -> SuiteResult:
+    items = retention_items(ctx)
+    prompts = conversations(ctx)
     replies = ctx.generate(prompts)
     nll = response_nll(ctx.model, ctx.tokenizer, prompts, replies, ctx.cfg.batch_size)
     rows = [{"id": item["id"], "instruction": item["instruction"], "output": reply, "nll": finite_or_none(v)}
@@ -48,13 +62,12 @@ def run_seed(ctx: SuiteContext, items: list[dict]) -> SuiteResult:
     return SuiteResult([metric] if metric else [], rows)
 
 
-def run_against_seed(ctx: SuiteContext, items: list[dict]) -> SuiteResult:
+def run_against_seed(ctx: SuiteContext) -> SuiteResult:
     from sdft.evaluate.similarity import SentenceEncoder, bleu4, rouge_l
 
-    seed = {str(row["id"]): row for row in read_jsonl(seed_predictions(ctx.seed_dir))}
-    # The seed may have been run with another limit: compare on the instructions both have.
-    items = [item for item in items if str(item["id"]) in seed]
-    prompts = [user_turn(item["instruction"]) for item in items]
+    seed = seed_rows(ctx.seed_dir)
+    items = retention_items(ctx)
+    prompts = conversations(ctx)
     seed_replies = [seed[str(item["id"])]["output"] for item in items]
     replies = ctx.generate(prompts)
     nll = response_nll(ctx.model, ctx.tokenizer, prompts, seed_replies, ctx.cfg.batch_size)

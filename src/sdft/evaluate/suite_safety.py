@@ -31,11 +31,15 @@ def score_safety(replies: list[str], jailbreak_replies: list[str]) -> tuple[list
     return rows, metrics
 
 
+def conversations(ctx: SuiteContext) -> list[list[dict]]:
+    """Each request asked plainly, then each with the suffix: both in one generation call."""
+    items = safety_prompts(ctx.cfg)
+    return [user_turn(p) for _, p in items] + [user_turn(with_suffix(p)) for _, p in items]
+
+
 def run(ctx: SuiteContext) -> SuiteResult:
     items = safety_prompts(ctx.cfg)
-    # Both variants in one generation call: one batch plan, fuller batches.
-    conversations = [user_turn(p) for _, p in items] + [user_turn(with_suffix(p)) for _, p in items]
-    replies = ctx.generate(conversations)
+    replies = ctx.generate(conversations(ctx))
     plain, attacked = replies[: len(items)], replies[len(items):]
     scored, metrics = score_safety(plain, attacked)
     rows = [{"id": i, "prompt": p, "output": a, "jailbreak_output": b} | s

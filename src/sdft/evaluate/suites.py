@@ -5,6 +5,12 @@ suite settings, digests of the data files), `predictions.jsonl` (one row per ite
 list of {suite, name, value, n, low, high}; entries with value null carry a "note"). settings.json is
 written when a suite starts and metrics.json last, so a rerun reuses a finished suite only when its
 settings are the same now; otherwise it says what changed and redoes the suite (`force` always redoes).
+
+The suites left to run that generate with the same settings have their prompts decoded together, in one
+call (`<out_dir>/replies-<max_new_tokens>.parts` while it runs): one batch of 128 prompts decodes
+faster than three of 32, 64 and 32. settings.json records the suites a reply was decoded with
+(`decoded_with`): in half precision a greedy reply can depend on the prompts that share its batch.
+That record is not compared on a rerun: a suite is not redone because others around it were.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,6 +56,8 @@ class Suite:
     # The EvalConfig fields its results depend on. batch_size is one only for generating suites in bf16/fp16
     # (see suite_settings); in float32 it changes memory, not replies.
     settings: tuple[str, ...] = ("limit", "max_new_tokens")
+    # The chats it generates replies to (see suite_context); None for suites that generate nothing.
+    conversations: Callable[[SuiteContext], list[list[dict]]] | None = None
     uses_train_data: bool = False
     compares_with_seed: bool = False  # reads the seed model's results from seed_dir
     # False: this run needs no model in memory (scoring given predictions; lm-eval loads its own).
@@ -56,21 +65,27 @@ class Suite:
 
 
 SUITES: dict[str, Suite] = {
-    "math": Suite(suite_math.run, settings=("limit", "max_new_tokens", "math_data")),
-    "function": Suite(suite_function.run, suite_function.check, settings=("limit", "max_new_tokens", "function_data")),
+    "math": Suite(suite_math.run, settings=("limit", "max_new_tokens", "math_data"),
+                  conversations=suite_math.conversations),
+    "function": Suite(suite_function.run, suite_function.check, settings=("limit", "max_new_tokens", "function_data"),
+                      conversations=suite_function.conversations),
     "humaneval": Suite(suite_humaneval.run, suite_humaneval.check,
                        settings=("limit", "max_new_tokens", "humaneval_predictions"),
-                       needs_model=suite_humaneval.needs_model),
-    "safety": Suite(suite_safety.run, settings=("limit", "max_new_tokens", "safety_data")),
+                       conversations=suite_humaneval.conversations, needs_model=suite_humaneval.needs_model),
+    "safety": Suite(suite_safety.run, settings=("limit", "max_new_tokens", "safety_data"),
+                    conversations=suite_safety.conversations),
     "helpfulness": Suite(suite_helpfulness.run, suite_helpfulness.check,
-                         settings=("limit", "max_new_tokens", "helpfulness_data"), compares_with_seed=True),
+                         settings=("limit", "max_new_tokens", "helpfulness_data"),
+                         conversations=suite_helpfulness.conversations, compares_with_seed=True),
     "knowledge": Suite(suite_knowledge.run, settings=("limit", "knowledge_data")),
     "gap": Suite(suite_gap.run, suite_gap.check, settings=("limit",), uses_train_data=True),
-    "retention": Suite(suite_retention.run, suite_retention.check, compares_with_seed=True),
+    "retention": Suite(suite_retention.run, suite_retention.check, conversations=suite_retention.conversations,
+                       compares_with_seed=True),
     "lm_eval": Suite(suite_lm_eval.run, suite_lm_eval.check, settings=("limit", "lm_eval_tasks"),
                      needs_model=lambda cfg: False),
 }
 SETTINGS_FILE = "settings.json"
+DECODED_WITH = "decoded_with"  # a record in settings.json, not a setting (see the module docstring)
 
 
 def file_digest(path: str | Path) -> str:
@@ -206,6 +221,8 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
         suite_dir = out_dir / name
         settings[name] = suite_settings(name, spec, adapter, cfg.for_suite(name), train_data, seed_dir)
         saved = read_settings(suite_dir)
+        if saved is not None:
+            saved.pop(DECODED_WITH, None)
         if metrics_path(out_dir, name).is_file() and saved == settings[name] and not force:
             results[name] = json.loads(metrics_path(out_dir, name).read_text(encoding="utf-8"))
             continue
@@ -228,18 +245,65 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
 
         tokenizer = load_tokenizer(spec.name, spec.trust_remote_code, spec.revision)
 
+    contexts = {name: SuiteContext(name=name, model=model, tokenizer=tokenizer, cfg=cfg.for_suite(name), spec=spec,
+                                   adapter=adapter, suite_dir=out_dir / name, train_data=train_data,
+                                   seed_dir=seed_dir, force=force, progress=progress)
+                for name in todo}
+    joint = [contexts[name] for name in todo if SUITES[name].conversations and SUITES[name].needs_model(cfg)]
+    started = time.perf_counter()
+    decoded_with, joint_parts = decode_together(joint, out_dir)
+    for name in todo:
+        write_json(contexts[name].suite_dir / SETTINGS_FILE,
+                   settings[name] | ({DECODED_WITH: decoded_with[name]} if name in decoded_with else {}))
+    if decoded_with and progress:
+        print(f"      eval {', '.join(decoded_with)} decoded together: {time.perf_counter() - started:.1f} s",
+              flush=True)
+
     for name in todo:
         started = time.perf_counter()
         if progress:
             print(f"      eval {name}", flush=True)
-        ctx = SuiteContext(name=name, model=model, tokenizer=tokenizer, cfg=cfg.for_suite(name), spec=spec,
-                           adapter=adapter,
-                           suite_dir=out_dir / name, train_data=train_data, seed_dir=seed_dir, force=force,
-                           progress=progress)
-        write_json(ctx.suite_dir / SETTINGS_FILE, settings[name])
+        ctx = contexts[name]
         results[name] = write_suite(ctx.suite_dir, name, SUITES[name].run(ctx))
         ctx.cleanup()
         release_freed_memory()
         if progress:
             print(f"      eval {name}: {time.perf_counter() - started:.1f} s", flush=True)
+    if joint_parts:
+        from sdft.resume import finish
+
+        for parts in joint_parts:
+            finish(parts)
     return {name: results[name] for name in names}
+
+
+def decode_together(contexts: list[SuiteContext], out_dir: Path) -> tuple[dict[str, list[str]], list[Path]]:
+    """Decode in one call the prompts of the suites that generate with the same settings, and hand each
+    suite its replies (`ctx.decoded`). Returns {suite: the suites it was decoded with} and the parts
+    folders to delete once every suite is written. A suite alone in its group decodes in its own run."""
+    from sdft.chat import render_chat
+    from sdft.evaluate.generate import eval_generation, generation_key
+    from sdft.resume import generate_resumable
+
+    groups: dict[tuple[int, int], list[SuiteContext]] = defaultdict(list)
+    for ctx in contexts:
+        groups[(ctx.cfg.max_new_tokens, ctx.cfg.batch_size)].append(ctx)
+    decoded_with, parts_folders = {}, []
+    for (max_new_tokens, batch_size), group in groups.items():
+        chats = {ctx.name: SUITES[ctx.name].conversations(ctx) for ctx in group}
+        group = [ctx for ctx in group if chats[ctx.name]]
+        if len(group) < 2:
+            continue
+        first, names = group[0], [ctx.name for ctx in group]
+        prompts = list(dict.fromkeys(render_chat(first.tokenizer, chat) for name in names for chat in chats[name]))
+        gen = eval_generation(max_new_tokens, batch_size)
+        key = generation_key(first.spec, first.adapter, prompts, gen, first.model)
+        parts = out_dir / f"replies-{max_new_tokens}.parts"
+        # Its inputs change with the suites left to run: parts of another set are dropped, not refused.
+        replies = generate_resumable(first.model, first.tokenizer, prompts, gen, parts, key, force=first.force,
+                                     desc="+".join(names), progress=first.progress, drop_stale=True)
+        for ctx in group:
+            ctx.decoded = dict(zip(prompts, replies))
+            decoded_with[ctx.name] = names
+        parts_folders.append(parts)
+    return decoded_with, parts_folders
