@@ -199,14 +199,15 @@ def test_resumed_candidate_run_equals_an_uninterrupted_one(tiny_model, tmp_path,
                      "--self-answer", "--sampling", "paper", *extra])
 
     interrupts = 0
-    # Four sets of two batches (greedy, two samples, self-answer); each run stops one batch into a set.
+    # Rewrites and self-answers decode together (4 batches), then two sample sets of 2 batches; each run
+    # stops one batch into a decode: 3 stops in the first, one in each sample set.
     interrupt_generation(1)
     while (code := distill_cli(out)) == 130:
         interrupts += 1
         if interrupts == 1:  # partial state is for these settings only: others are refused
             assert distill_cli(out, "--top-k", "40") == 2
             assert "--force" in capsys.readouterr().err
-    assert code == 0 and interrupts == 4
+    assert code == 0 and interrupts == 5
     interrupt_generation(None)
     assert distill_cli(clean) == 0
     assert out.read_bytes() == clean.read_bytes()

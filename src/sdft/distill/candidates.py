@@ -14,7 +14,8 @@ none passed).
 Sampled rows are seeded from the distill seed, the candidate number and the prompt's tokens
 (sdft.generation.row_seed), so the candidates do not depend on batching, on the processes sharing the
 work, or on where an interrupted run resumed; rows with identical prompts get identical samples.
-Each candidate set is generated resumably in its own folder inside the stage's parts folder.
+Each sampled candidate set is generated resumably in its own folder inside the stage's parts folder;
+the self-answers decode together with the greedy rewrites (sdft.distill.stage).
 """
 
 from __future__ import annotations
@@ -77,28 +78,26 @@ def candidate_seed(seed: int, k: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/sample-{k}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def generate_candidates(model, tokenizer, examples: list[Example], prompts: list[str], live: list[int], cfg,
-                        gen: GenerationConfig, parts: Path, key: str, force: bool = False,
-                        progress: bool = True) -> list[tuple[str, list[str | None]]]:
-    """(kind, reply per example) for every candidate set beyond the greedy rewrite; rows not in `live`
-    get None. Each set resumes from its own folder under `parts`."""
+def self_answer_prompts(tokenizer, examples: list[Example], live: list[int]) -> list[str]:
+    """The training prompt of each live row: the plain instruction, no reference, no distill template."""
+    return [render_chat(tokenizer, examples[i].messages()) for i in live]
+
+
+def sample_candidates(model, tokenizer, examples: list[Example], prompts: list[str], live: list[int], cfg,
+                      gen: GenerationConfig, parts: Path, key: str, force: bool = False,
+                      progress: bool = True) -> list[tuple[str, list[str | None]]]:
+    """("sample", reply per example) for each sampled rewrite set; rows not in `live` get None. Each set
+    resumes from its own folder under `parts`."""
+    from sdft.distill.stage import spread
     from sdft.resume import generate_resumable
 
-    jobs = []
+    out = []
     for k in range(1, cfg.candidates):
         sampled = replace(gen, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                           seed=candidate_seed(cfg.seed, k))
-        jobs.append(("sample", f"sample-{k}", [prompts[i] for i in live], sampled))
-    if cfg.self_answer:  # the training prompt: the plain instruction, no reference, no distill template
-        jobs.append(("self_answer", "self-answer", [render_chat(tokenizer, examples[i].messages()) for i in live], gen))
-    out = []
-    for kind, name, job_prompts, job_gen in jobs:
-        texts = generate_resumable(model, tokenizer, job_prompts, job_gen, Path(parts) / name, f"{key}/{name}",
-                                   force=force, desc=f"distill {name}", progress=progress)
-        replies: list[str | None] = [None] * len(examples)
-        for i, text in zip(live, texts):
-            replies[i] = text
-        out.append((kind, replies))
+        texts = generate_resumable(model, tokenizer, [prompts[i] for i in live], sampled, Path(parts) / f"sample-{k}",
+                                   f"{key}/sample-{k}", force=force, desc=f"distill sample-{k}", progress=progress)
+        out.append(("sample", spread(texts, live, len(examples))))
     return out
 
 
@@ -133,14 +132,17 @@ def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[li
 
 
 def add_candidates(model, tokenizer, examples: list[Example], rows: list[dict], prompts: list[str], live: list[int],
-                   task: str, cfg, gen: GenerationConfig, parts: Path, key: str, force: bool = False,
-                   progress: bool = True) -> None:
-    """Generate the extra candidates and let each row in `live` keep the best passing one (rows as
-    `build_rows` made them, with the greedy rewrite as `distilled`; updated in place)."""
+                   task: str, cfg, gen: GenerationConfig, parts: Path, key: str,
+                   self_answers: list[str | None] | None = None, force: bool = False, progress: bool = True) -> None:
+    """Sample the extra rewrites and let each row in `live` keep the best passing candidate (rows as
+    `build_rows` made them, with the greedy rewrite as `distilled`; updated in place). `self_answers`
+    (per example, decoded with the rewrites) join as candidates when given."""
     from sdft.distill.stage import hit_token_limit
 
     sets = [("greedy", [r["distilled"] for r in rows])]
-    sets += generate_candidates(model, tokenizer, examples, prompts, live, cfg, gen, parts, key, force, progress)
+    sets += sample_candidates(model, tokenizer, examples, prompts, live, cfg, gen, parts, key, force, progress)
+    if self_answers is not None:
+        sets.append(("self_answer", self_answers))
     cut = [hit_token_limit(tokenizer, replies, cfg.max_new_tokens) for _, replies in sets]
     per_row = [[Candidate(kind, replies[i], truncated=i in trunc) for (kind, replies), trunc in zip(sets, cut)]
                for i in live]

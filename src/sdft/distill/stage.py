@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sdft.data.example import Example
+from sdft.distill.candidates import self_answer_prompts
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
 from sdft.distill.verify import status
 from sdft.errors import InputError
@@ -142,6 +143,14 @@ def context_limit(model, tokenizer, max_context: int | None = None) -> int:
     return min((n for n in limits if isinstance(n, int) and 0 < n < 10**9), default=10**9)
 
 
+def spread(texts: list[str], live: list[int], n: int) -> list[str | None]:
+    """Replies to the `live` rows placed at their rows among `n`; the others get None."""
+    out: list[str | None] = [None] * n
+    for i, text in zip(live, texts, strict=True):
+        out[i] = text
+    return out
+
+
 def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
                 examples: list[Example], limit: int | None = None, dtype: str | None = None) -> str:
     h = hashlib.sha256()
@@ -184,6 +193,7 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     live = [i for i in range(len(examples)) if i not in too_long]
     gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens, max_rows=cfg.max_rows,
                            workers=cfg.workers)
+    self_answers = None
     if cfg.backend == "vllm":
         # vLLM schedules the whole set itself; a killed vLLM run restarts this stage from the beginning.
         from sdft.models import resolve_model
@@ -193,13 +203,17 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
                               tensor_parallel_size=cfg.tensor_parallel, data_parallel_size=cfg.data_parallel,
                               **({"revision": revision} if revision else {}))
     elif cfg.backend == "transformers":
-        texts = generate_resumable(model, tokenizer, [prompts[i] for i in live], gen, parts_dir(out), key,
-                                   force=force, desc="distill", progress=progress)
+        # The seed's answers to the plain instructions decode in the same call as the rewrites: one
+        # batch of both is faster than two after another. Their own key: parts saved without them differ.
+        own = self_answer_prompts(tokenizer, examples, live) if cfg.self_answer else []
+        texts = generate_resumable(model, tokenizer, [prompts[i] for i in live] + own, gen, parts_dir(out),
+                                   key + ("/with-self-answers" if own else ""), force=force,
+                                   desc="distill" + (" (rewrites, self-answers)" if own else ""), progress=progress)
+        self_answers = spread(texts[len(live):], live, len(examples)) if own else None
+        texts = texts[: len(live)]
     else:
         raise InputError(f"unknown backend '{cfg.backend}'; use transformers or vllm")
-    replies: list[str | None] = [None] * len(examples)
-    for i, text in zip(live, texts):
-        replies[i] = text
+    replies = spread(texts, live, len(examples))
 
     rows = build_rows(examples, replies, task, template, too_long,
                       truncated=hit_token_limit(tokenizer, replies, cfg.max_new_tokens))
@@ -207,7 +221,7 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
         from sdft.distill.candidates import add_candidates
 
         add_candidates(model, tokenizer, examples, rows, prompts, live, task, cfg, gen, parts_dir(out), key,
-                       force=force, progress=progress)
+                       self_answers, force=force, progress=progress)
     summary = summarize(rows, task) | {"model": model_name, "template": template.name,
                                        "config": asdict(cfg), "fingerprint": key, "output": out.name}
     if state.is_main_process:
