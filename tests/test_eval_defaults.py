@@ -28,3 +28,14 @@ def test_an_eval_batch_decodes_all_at_once():
     gen = eval_generation(128, 64)
     assert gen.max_rows == 64 > GenerationConfig.max_rows
     assert rows_at_once([[1] * 100] * 64, gen) == 64
+
+
+def test_eval_decodes_in_its_own_process():
+    """Decoding workers (auto from 96 prompts on a CPU) would hold a KV cache each: eval asks for none."""
+    import torch
+
+    from sdft.evaluate.generate import eval_generation
+    from sdft.generation_workers import decode_workers
+
+    cpu_model = torch.nn.Linear(2, 2)
+    assert decode_workers(cpu_model, eval_generation(128, 128).workers, 128) == 1

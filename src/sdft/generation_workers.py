@@ -16,6 +16,7 @@ survive a fork), and not inside a distributed launch, whose processes already sh
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -94,6 +95,9 @@ def decode_in_workers(decode: Decode, model, tokenizer, prompt_ids: list[list[in
              for w, part in enumerate(parts)]
     out: list[list[int] | None] = [None] * len(prompt_ids)
     finished: set[int] = set()
+    # Frozen objects are left alone by a worker's garbage collector, which would otherwise write to every
+    # Python object's header and so copy the pages holding them: the parent's whole heap, per worker.
+    gc.freeze()
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns on any fork of a process with threads; ours hold no lock a worker takes.
@@ -126,4 +130,5 @@ def decode_in_workers(decode: Decode, model, tokenizer, prompt_ids: list[list[in
                 p.kill()
                 p.join()
         results.close()
+        gc.unfreeze()
     return out  # type: ignore[return-value]

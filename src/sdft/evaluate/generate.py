@@ -15,8 +15,10 @@ from sdft.resume import finish, generate_resumable, process_state
 
 def eval_generation(max_new_tokens: int, batch_size: int) -> GenerationConfig:
     """How evaluation decodes: a batch's prompts all at once (eval batches are small; with fewer rows
-    than prompts, the last prompts would wait for rows to free and decode as a second, thin wave)."""
-    return GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size)
+    than prompts, the last prompts would wait for rows to free and decode as a second, thin wave), in
+    this process: CPU decoding workers each hold their own working memory, and on the demo's short eval
+    prompts (128 at once) 2 workers took the whole run to 3.1 GB against 2.4 GB for ~10% less time."""
+    return GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size, workers=1)
 
 
 def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig, model=None) -> str:
