@@ -43,7 +43,7 @@ def conversations(ctx: SuiteContext) -> list[list[dict]]:
 
 def run(ctx: SuiteContext) -> SuiteResult:
     examples = load_examples(ctx.cfg.function_data, limit=ctx.cfg.limit)
-    replies = ctx.generate(conversations(ctx))
+    replies = ctx.generate([ex.messages() for ex in examples])
     scored, metrics = score_function(replies, [ex.response for ex in examples])
     rows = [{"id": ex.id, "prompt": ex.prompt, "output": reply, "reference": ex.response} | s
             for ex, reply, s in zip(examples, replies, scored)]

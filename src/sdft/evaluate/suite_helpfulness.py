@@ -85,13 +85,17 @@ def judge_against_seed(ctx: SuiteContext, items: list[tuple[str, str]], replies:
     return [metric], []
 
 
+def chats(items: list[tuple[str, str]]) -> list[list[dict]]:
+    return [user_turn(text) for _, text in items]
+
+
 def conversations(ctx: SuiteContext) -> list[list[dict]]:
-    return [user_turn(text) for _, text in helpfulness_instructions(ctx.cfg)]
+    return chats(helpfulness_instructions(ctx.cfg))
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
     items = helpfulness_instructions(ctx.cfg)
-    replies = ctx.generate(conversations(ctx))
+    replies = ctx.generate(chats(items))
     write_json(ctx.suite_dir / ALPACA_EVAL_FILE,
                [{"instruction": text, "output": reply, "generator": ctx.generator}
                 for (_, text), reply in zip(items, replies)])

@@ -41,13 +41,17 @@ def _result_fields(result) -> dict:
     return {"status": result.status}
 
 
+def chats(problems) -> list[list[dict]]:
+    from sdft.evaluate.humaneval import chat_prompt
+
+    return [_as_messages(chat_prompt(p)) for p in problems]
+
+
 def conversations(ctx: SuiteContext) -> list[list[dict]]:
     """The chat prompts to complete; none when grading given predictions."""
-    from sdft.evaluate.humaneval import chat_prompt, load_humaneval
+    from sdft.evaluate.humaneval import load_humaneval
 
-    if ctx.cfg.humaneval_predictions:
-        return []
-    return [_as_messages(chat_prompt(p)) for p in load_humaneval(ctx.cfg.limit)]
+    return [] if ctx.cfg.humaneval_predictions else chats(load_humaneval(ctx.cfg.limit))
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
@@ -61,7 +65,7 @@ def run(ctx: SuiteContext) -> SuiteResult:
         given = load_predictions(ctx.cfg.humaneval_predictions, problems)
         replies = [given[p["task_id"]] for p in problems]
     else:
-        replies = ctx.generate(conversations(ctx))
+        replies = ctx.generate(chats(problems))
     results = evaluate_completions(problems, replies)
     rows = [{"id": _task_id(problem, i), "output": reply, "passed": result.status == "passed",
              "result": _result_fields(result)}

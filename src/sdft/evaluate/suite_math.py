@@ -35,13 +35,17 @@ def score_math(replies: list[str], references: list[str]) -> tuple[list[dict], M
     return rows, proportion_metric("accuracy", sum(r["correct"] for r in rows), len(rows))
 
 
+def chats(examples: list) -> list[list[dict]]:
+    return [ex.messages(MATH_SYSTEM) for ex in examples]
+
+
 def conversations(ctx: SuiteContext) -> list[list[dict]]:
-    return [ex.messages(MATH_SYSTEM) for ex in load_examples(math_source(ctx.cfg), limit=ctx.cfg.limit)]
+    return chats(load_examples(math_source(ctx.cfg), limit=ctx.cfg.limit))
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
     examples = load_examples(math_source(ctx.cfg), limit=ctx.cfg.limit)
-    replies = ctx.generate(conversations(ctx))
+    replies = ctx.generate(chats(examples))
     scored, accuracy = score_math(replies, [ex.response for ex in examples])
     rows = [{"id": ex.id, "prompt": ex.prompt, "output": reply, "reference": ex.response} | s
             for ex, reply, s in zip(examples, replies, scored)]

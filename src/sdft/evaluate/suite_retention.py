@@ -35,16 +35,20 @@ def seed_rows(seed_dir: str | Path) -> dict[str, dict]:
     return {str(row["id"]): row for row in read_jsonl(seed_predictions(seed_dir))}
 
 
-def retention_items(ctx: SuiteContext) -> list[dict]:
-    items = load_resource(RETENTION)[: ctx.cfg.limit]
-    if ctx.seed_dir is not None:  # the seed may have been run with another limit: compare on the ones both have
-        seed = seed_rows(ctx.seed_dir)
-        items = [item for item in items if str(item["id"]) in seed]
-    return items
+def retention_items(limit: int | None, seed: dict[str, dict] | None) -> list[dict]:
+    """The instructions to evaluate; against the seed's replies (`seed_rows`), only those it has: the seed
+    may have been run with another limit."""
+    items = load_resource(RETENTION)[:limit]
+    return items if seed is None else [item for item in items if str(item["id"]) in seed]
+
+
+def chats(items: list[dict]) -> list[list[dict]]:
+    return [user_turn(item["instruction"]) for item in items]
 
 
 def conversations(ctx: SuiteContext) -> list[list[dict]]:
-    return [user_turn(item["instruction"]) for item in retention_items(ctx)]
+    seed = seed_rows(ctx.seed_dir) if ctx.seed_dir is not None else None
+    return chats(retention_items(ctx.cfg.limit, seed))
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
@@ -52,8 +56,8 @@ def run(ctx: SuiteContext) -> SuiteResult:
 
 
 def run_seed(ctx: SuiteContext) -> SuiteResult:
-    items = retention_items(ctx)
-    prompts = conversations(ctx)
+    items = retention_items(ctx.cfg.limit, None)
+    prompts = chats(items)
     replies = ctx.generate(prompts)
     nll = response_nll(ctx.model, ctx.tokenizer, prompts, replies, ctx.cfg.batch_size)
     rows = [{"id": item["id"], "instruction": item["instruction"], "output": reply, "nll": finite_or_none(v)}
@@ -66,8 +70,8 @@ def run_against_seed(ctx: SuiteContext) -> SuiteResult:
     from sdft.evaluate.similarity import SentenceEncoder, bleu4, rouge_l
 
     seed = seed_rows(ctx.seed_dir)
-    items = retention_items(ctx)
-    prompts = conversations(ctx)
+    items = retention_items(ctx.cfg.limit, seed)
+    prompts = chats(items)
     seed_replies = [seed[str(item["id"])]["output"] for item in items]
     replies = ctx.generate(prompts)
     nll = response_nll(ctx.model, ctx.tokenizer, prompts, seed_replies, ctx.cfg.batch_size)

@@ -31,15 +31,18 @@ def score_safety(replies: list[str], jailbreak_replies: list[str]) -> tuple[list
     return rows, metrics
 
 
-def conversations(ctx: SuiteContext) -> list[list[dict]]:
+def chats(items: list[tuple[str, str]]) -> list[list[dict]]:
     """Each request asked plainly, then each with the suffix: both in one generation call."""
-    items = safety_prompts(ctx.cfg)
     return [user_turn(p) for _, p in items] + [user_turn(with_suffix(p)) for _, p in items]
+
+
+def conversations(ctx: SuiteContext) -> list[list[dict]]:
+    return chats(safety_prompts(ctx.cfg))
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
     items = safety_prompts(ctx.cfg)
-    replies = ctx.generate(conversations(ctx))
+    replies = ctx.generate(chats(items))
     plain, attacked = replies[: len(items)], replies[len(items):]
     scored, metrics = score_safety(plain, attacked)
     rows = [{"id": i, "prompt": p, "output": a, "jailbreak_output": b} | s

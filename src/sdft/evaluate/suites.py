@@ -302,8 +302,9 @@ def decode_together(contexts: list[SuiteContext], out_dir: Path) -> tuple[dict[s
         # Its inputs change with the suites left to run: parts of another set are dropped, not refused.
         replies = generate_resumable(first.model, first.tokenizer, prompts, gen, parts, key, force=first.force,
                                      desc="+".join(names), progress=first.progress, drop_stale=True)
+        decoded = dict(zip(prompts, replies))
         for ctx in group:
-            ctx.decoded = dict(zip(prompts, replies))
+            ctx.decoded = decoded
             decoded_with[ctx.name] = names
         parts_folders.append(parts)
     return decoded_with, parts_folders
