@@ -66,7 +66,8 @@ def one_at_a_time(model, tok, prompt_ids: list[list[int]], max_new: int, eos: li
     start = time.perf_counter()
     with torch.inference_mode():
         for ids in prompt_ids:
-            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            x = torch.tensor([ids], device=model.device)
+            out = model.generate(x, attention_mask=torch.ones_like(x),
                                  max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tok.pad_token_id)
             replies.append(_cut(out[0, len(ids):].tolist(), eos))
@@ -89,7 +90,8 @@ def padded_batches(model, tok, prompt_ids: list[list[int]], max_new: int, eos: l
             for r, i in enumerate(group):
                 ids[r, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
                 mask[r, width - len(prompt_ids[i]):] = 1
-            out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+            out = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new,
+                                 do_sample=False,
                                  eos_token_id=eos, pad_token_id=pad)
             for r, i in enumerate(group):
                 replies[i] = _cut(out[r, width:].tolist(), eos)

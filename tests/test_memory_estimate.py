@@ -121,15 +121,41 @@ def test_dry_run_prints_the_estimate_and_loads_nothing(tiny_model, tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+def test_dry_run_with_data_estimates_its_longest_steps(tiny_model, tmp_path, capsys):
+    """With --data, a step holds the batch_size longest rows and logits only at response tokens."""
+    from sdft.models import load_tokenizer
+    from sdft.train.memory import step_tokens
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": "word " * (5 + 7 * i), "response": "yes " * (3 + i)}) + "\n"
+                            for i in range(6)))
+    assert main(["train", "--model", tiny_model, "--dry-run", "--data", str(data), "--set", "batch_size=2"]) == 0
+    out = capsys.readouterr().out
+    tok = load_tokenizer(tiny_model)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    chats = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}],
+                                     tokenize=False) for r in rows]
+    longest = sorted((len(tok(c, add_special_tokens=False)["input_ids"]) for c in chats), reverse=True)[:2]
+    assert f"activations ({sum(longest)} tokens x 2 layers)" in out
+    tokens, response = step_tokens([{"input_ids": [1] * 9, "labels": [-100] * 5 + [1] * 4},
+                                    {"input_ids": [1] * 7, "labels": [-100] * 1 + [1] * 6},
+                                    {"input_ids": [1] * 3, "labels": [-100] * 2 + [1]}], 2)
+    assert (tokens, response) == (16, 10)  # the two longest rows; the two largest responses (not one row's)
+    assert f"logits ({response} response tokens)" not in out  # the data's own count is printed instead
+    assert "response tokens)" in out and "at most all" not in out
+
+
 def test_too_big_stops_with_advice_before_anything_is_written(tiny_model, tmp_path, capsys):
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"prompt": "hi", "response": "hello"}) + "\n")
+    # The estimate is for the data's longest steps: 2,000 rows of ~200 response tokens in one step is
+    # 400k positions of 49k-word logits and their gradient, far more than any test machine has
+    data.write_text("".join(json.dumps({"prompt": f"row {i}", "response": "hello there " * 100}) + "\n"
+                            for i in range(2000)))
     out = tmp_path / "run"
-    # 2^22 tokens of 49k-word logits: far more than any test machine has
     code = main(["train", "--model", tiny_model, "--data", str(data), "--out", str(out),
                  "--set", "batch_size=4096", "--set", "max_length=1024"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 2, err
     assert "training needs about" in err and "gradient_checkpointing: true" in err and "batch_size: 1024" in err
     assert not out.exists()
 

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from sdft.allocator import keep_freed_memory
+from sdft.allocator import expandable_cuda_segments, keep_freed_memory
 from sdft.data.example import DataError
 
 EXIT_BAD_INPUT = 2
@@ -86,12 +86,7 @@ def cmd_train(args) -> int:
         cfg.seed = args.seed
     if args.dtype is not None:
         cfg.dtype = args.dtype
-    if args.dry_run:
-        return _train_dry_run(args, cfg)
-    if not args.data or not args.out:
-        from sdft.errors import InputError
-
-        raise InputError("--data and --out are required (only --dry-run goes without them)")
+    from sdft.data.load import load_examples
     from sdft.recipes.sdft_run import distilled_columns
 
     target = args.target or ("response" if args.method == "sdft" else None)
@@ -100,7 +95,12 @@ def cmd_train(args) -> int:
         from sdft.data.load import parse_columns
 
         columns = parse_columns(args.columns)
-    from sdft.data.load import load_examples
+    if args.dry_run:
+        return _train_dry_run(args, cfg, load_examples(args.data, columns, args.limit) if args.data else None)
+    if not args.data or not args.out:
+        from sdft.errors import InputError
+
+        raise InputError("--data and --out are required (only --dry-run goes without them)")
 
     if (args.task or args.template) and args.method != "onpolicy":
         from sdft.config import ConfigError
@@ -123,13 +123,19 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _train_dry_run(args, cfg) -> int:
-    """Print the memory estimate (from the model's config: no weights, no data read) and whether it fits."""
-    from sdft.models import pick_device, pick_dtype
+def _train_dry_run(args, cfg, examples=None) -> int:
+    """Print the memory estimate (from the model's config: no weights read) and whether it fits: for
+    every row at max_length, or with --data for the longest steps of that data (tokenized only)."""
+    from sdft.models import load_tokenizer, pick_device, pick_dtype
     from sdft.train.memory import preflight
+    from sdft.train.trainer import build_dataset
 
+    rows = None
+    if examples is not None:
+        rows, _ = build_dataset(load_tokenizer(args.model, args.trust_remote_code, args.revision), examples, cfg)
     device = pick_device(None)
-    preflight(args.model, cfg, pick_dtype(cfg.dtype, device), device, args.trust_remote_code, args.revision)
+    preflight(args.model, cfg, pick_dtype(cfg.dtype, device), device, args.trust_remote_code, args.revision,
+              rows=rows)
     print("fits: the same command without --dry-run trains")
     return 0
 
@@ -254,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--revision", help="hub branch, tag or commit of the model (default: main)")
-    p.add_argument("--data", help="training data (required unless --dry-run)")
+    p.add_argument("--data", help="training data (required unless --dry-run; with it, the estimate is for this data)")
     p.add_argument("--method", choices=["sft", "sdft", "onpolicy"], help="sft/sdft: fine-tune on the data's "
                    "responses (sdft: a distilled file's `response` unless --target says otherwise); onpolicy: "
                    "on-policy self-distillation, the responses are the teacher's reference (docs/METHODS.md)")
@@ -343,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # fewer page faults in generation (sdft.allocator)
+    expandable_cuda_segments()  # less of the GPU held back by fragmentation (sdft.allocator)
     try:
         return args.func(args)
     except DataError as e:

@@ -9,12 +9,15 @@ Terms (bytes):
   weights      frozen base: params x dtype bytes; 4-bit: linear layers at 0.5 byte + NF4 double-quant
                constants, the rest (embeddings, norms, lm_head) in the compute dtype
   lora         adapter params in fp32: weight + gradient + AdamW's two moments = 16 bytes each
-  activations  saved for backward, per layer per token, x batch_size x max_length tokens; with gradient
+  activations  saved for backward, per layer per token, x the tokens of one step (batch_size x max_length,
+               or with the data at hand its batch_size longest rows); with gradient
                checkpointing only each layer's input is kept, plus one layer's worth while it is recomputed;
                without autocast the adapters' tensors are fp32
-  logits       at response tokens (at most every token): the logits and their gradient in the model
-               dtype; under autocast accelerate's fp32 copy and its fp32 gradient instead of one of them
-  runtime      the framework, CUDA context, kernel workspaces, allocator slack (a fixed 1 GiB)
+  logits       at response tokens (every token of the step, or with the data at hand the most response
+               tokens batch_size rows hold): the logits and their gradient in the model dtype; under
+               autocast accelerate's fp32 copy and its fp32 gradient instead of one of them
+  runtime      the framework, CUDA context, kernel workspaces, allocator slack (a fixed 1 GiB; 0.8 GiB
+               measured outside PyTorch's pool on an H200, with expandable segments: sdft.allocator)
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from sdft.errors import InputError, SetupError
+from sdft.train.data import IGNORE
 from sdft.train.trainer import uses_autocast
 
 GIB = 1024**3
@@ -59,7 +63,8 @@ class ModelShape:
 @dataclass
 class MemoryEstimate:
     shape: ModelShape
-    tokens: int  # batch_size x max_length per process
+    tokens: int  # in one step per process: batch_size x max_length, or the data's batch_size longest rows
+    response_tokens: int | None  # where logits are computed, from the data; None: every token
     weight_desc: str
     weights: float
     lora: float
@@ -77,7 +82,8 @@ class MemoryEstimate:
             (f"weights ({self.weight_desc}, {s.params / 1e9:.2f}B params)", self.weights),
             (f"LoRA params+grads+AdamW (fp32, {s.lora_params / 1e6:.2f}M params)", self.lora),
             (f"activations ({self.tokens} tokens x {s.layers} layers)", self.activations),
-            ("logits (response tokens, at most all)", self.logits),
+            ("logits (response tokens, at most all)" if self.response_tokens is None else
+             f"logits ({self.response_tokens} response tokens)", self.logits),
             ("runtime (framework, CUDA context, allocator slack)", self.runtime),
             ("total", self.total),
         ]
@@ -143,10 +149,20 @@ def activation_bytes_per_token_layer(shape: ModelShape, act: int, lora_r: int, l
     return base + adapters + (mask * shape.lora_inputs if lora_dropout > 0 else 0)
 
 
-def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cuda") -> MemoryEstimate:
-    """The estimate for TrainConfig `cfg` training in `dtype` (the base weights' dtype unless 4-bit)."""
+def step_tokens(rows: list[dict], batch_size: int) -> tuple[int, int]:
+    """The most tokens, and the most response tokens, that one step of `batch_size` of these tokenized
+    rows (input_ids, labels) can hold."""
+    lengths = sorted((len(r["input_ids"]) for r in rows), reverse=True)
+    responses = sorted((sum(t != IGNORE for t in r["labels"]) for r in rows), reverse=True)
+    return sum(lengths[:batch_size]), sum(responses[:batch_size])
+
+
+def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cuda",
+             rows: list[dict] | None = None) -> MemoryEstimate:
+    """The estimate for TrainConfig `cfg` training in `dtype` (the base weights' dtype unless 4-bit);
+    with the tokenized training `rows`, for their longest steps instead of every row at max_length."""
     act = torch.empty((), dtype=dtype).element_size()
-    tokens = cfg.batch_size * cfg.max_length
+    tokens, response = (cfg.batch_size * cfg.max_length, None) if rows is None else step_tokens(rows, cfg.batch_size)
     if cfg.load_in_4bit:
         weights = shape.quantizable * NF4_BYTES_PER_PARAM + (shape.params - shape.quantizable) * act
         desc = "NF4 4-bit"
@@ -162,8 +178,8 @@ def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cud
         activations = tokens * (shape.layers * act * shape.hidden + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
-    logits = tokens * shape.vocab * (act + 8 if autocast else 2 * act)
-    return MemoryEstimate(shape=shape, tokens=tokens, weight_desc=desc, weights=weights,
+    logits = (tokens if response is None else response) * shape.vocab * (act + 8 if autocast else 2 * act)
+    return MemoryEstimate(shape=shape, tokens=tokens, response_tokens=response, weight_desc=desc, weights=weights,
                           lora=shape.lora_params * ADAM_LORA_BYTES_PER_PARAM, activations=activations, logits=logits,
                           runtime=RUNTIME_BYTES)
 
@@ -198,7 +214,8 @@ def check_4bit(device: torch.device) -> None:
         raise SetupError("train.load_in_4bit needs bitsandbytes: pip install 'sdft[qlora]'") from None
 
 
-def check_fits(est: MemoryEstimate, cfg, dtype: torch.dtype, device: torch.device, available: int) -> None:
+def check_fits(est: MemoryEstimate, cfg, dtype: torch.dtype, device: torch.device, available: int,
+               rows: list[dict] | None = None) -> None:
     """Raise MemoryBudgetError, with settings that need less, when `est` exceeds `available` bytes."""
     if est.total <= available:
         return
@@ -217,7 +234,10 @@ def check_fits(est: MemoryEstimate, cfg, dtype: torch.dtype, device: torch.devic
     if changed.max_length > 512:
         changed = replace(changed, max_length=512)
         steps.append(("max_length: 512 (longer rows are cut)", changed))
-    advice = [f"  + {text}: {estimate(est.shape, c, dtype, device.type).total / GIB:.1f} GiB" for text, c in steps]
+    # rows were cut at the current max_length: a shorter one is estimated as every row at that length
+    advice = [f"  + {text}: "
+              f"{estimate(est.shape, c, dtype, device.type, rows if c.max_length == cfg.max_length else None).total / GIB:.1f} GiB"
+              for text, c in steps]
     raise MemoryBudgetError(
         f"training needs about {est.total / GIB:.1f} GiB (estimate above) but {device} has {available / GIB:.1f} "
         "GiB free.\nWhat these train settings would need, each line adding to the ones above "
@@ -225,20 +245,23 @@ def check_fits(est: MemoryEstimate, cfg, dtype: torch.dtype, device: torch.devic
 
 
 def estimate_for_model(model_name: str, cfg, dtype: torch.dtype, device: torch.device,
-                       trust_remote_code: bool = False, revision: str | None = None) -> MemoryEstimate:
-    """The estimate for training `model_name` (its config only) with TrainConfig `cfg` on `device`."""
+                       trust_remote_code: bool = False, revision: str | None = None,
+                       rows: list[dict] | None = None) -> MemoryEstimate:
+    """The estimate for training `model_name` (its config only) with TrainConfig `cfg` on `device`,
+    on the tokenized `rows` where given."""
     config = load_config(model_name, trust_remote_code, revision)
-    return estimate(model_shape(config, cfg, trust_remote_code), cfg, dtype, device.type)
+    return estimate(model_shape(config, cfg, trust_remote_code), cfg, dtype, device.type, rows)
 
 
 def preflight(model_name: str, cfg, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False,
-              revision: str | None = None, show: bool = True) -> MemoryEstimate:
-    """Before any weights load: print the estimate, then stop if 4-bit cannot run here or the run cannot fit."""
-    est = estimate_for_model(model_name, cfg, dtype, device, trust_remote_code, revision)
+              revision: str | None = None, show: bool = True, rows: list[dict] | None = None) -> MemoryEstimate:
+    """Before any weights load: print the estimate (for the tokenized `rows` where given), then stop if
+    4-bit cannot run here or the run cannot fit."""
+    est = estimate_for_model(model_name, cfg, dtype, device, trust_remote_code, revision, rows)
     available = available_bytes(device)
     if show:
         print(f"memory estimate per process ({device}, {available / GIB:.1f} GiB free):\n{est.render()}", flush=True)
     if cfg.load_in_4bit:
         check_4bit(device)
-    check_fits(est, cfg, dtype, device, available)
+    check_fits(est, cfg, dtype, device, available, rows)
     return est

@@ -145,11 +145,13 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     summary_path = out_dir / "train_summary.json"
     ckpt_dir = out_dir / "checkpoints"
     key = run_fingerprint(model_name if revision is None else f"{model_name}@{revision}", examples, cfg)
+    tokenizer = load_tokenizer(model_name, trust_remote_code, revision)
+    dataset, skipped = build_dataset(tokenizer, examples, cfg)
     if force or not summary_path.is_file():
         # Checked before --force deletes anything: a run that cannot fit leaves the old one as it was.
         device = pick_device(None)
         preflight(model_name, cfg, pick_dtype(cfg.dtype, device), device, trust_remote_code, revision,
-                  show=process_state().is_main_process)
+                  show=process_state().is_main_process, rows=dataset)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
     done = finished_run(out_dir, key)
@@ -157,8 +159,6 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
         return done
 
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(model_name, trust_remote_code, revision)
-    dataset, skipped = build_dataset(tokenizer, examples, cfg)
     cuda = torch.cuda.is_available()
     dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"))
     # The frozen base weights are stored in the training dtype (half the memory in bf16, and bf16 matmuls
