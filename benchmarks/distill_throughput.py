@@ -10,14 +10,14 @@ max new tokens and stops at the same end-of-reply ids.
   C  `model.generate` on length-sorted, left-padded batches (--padded-batch prompts each), float32: the
      strongest plain alternative. A padded batch runs until its longest reply ends, so it runs on an
      evenly spaced subset too (--padded-prompts).
-  B  sdft.generation on all --prompts, the way the distillation stage runs it: in float32 and in
+  B  sdft.engine.decode on all --prompts, the way the distillation stage runs it: in float32 and in
      bfloat16 (fast where the CPU has native bf16: AVX-512 BF16 or AMX).
 
 Rounds alternate the sides so they see the same background load; medians over rounds are reported.
 Also printed: the share of prompts whose replies B reproduces token for token (float32 B against A;
 bf16 B against float32 B, and against bf16 batch-1 `generate`, which hands bf16 ties to the lowest token
 id where the engine decides them in float32), and the distillation acceptance rate
-(sdft.distill.verify.check on each reply against its reference) of the bf16 replies next to the float32
+(sdft.grading.verify.check on each reply against its reference) of the bf16 replies next to the float32
 ones.
 
   python benchmarks/distill_throughput.py                    # ~6 minutes a round on 2 CPU cores (3 rounds)
@@ -43,11 +43,12 @@ from bench_data import describe, resolve_source  # noqa: E402
 
 from sdft.data.load import load_examples  # noqa: E402
 from sdft.distill.templates import get_template, render_distill_prompt  # noqa: E402
-from sdft.distill.verify import check  # noqa: E402
-from sdft.generation import GenerationConfig, greedy_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
-from sdft.models import ModelSpec, cpu_has_native_bf16, load_model  # noqa: E402
-from sdft.allocator import keep_freed_memory  # noqa: E402
-from sdft.generation_workers import decode_workers  # noqa: E402
+from sdft.grading.verify import check  # noqa: E402
+from sdft.engine.decode import DecodeConfig, decode_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
+from sdft.core.models import cpu_has_native_bf16, load_model  # noqa: E402
+from sdft.core.config import ModelSpec
+from sdft.core.allocator import keep_freed_memory  # noqa: E402
+from sdft.engine.workers import decode_workers  # noqa: E402
 
 TARGET_VS_A = 15.0  # bf16 B against A
 TARGET_VS_C = 2.0  # bf16 B against C
@@ -98,12 +99,12 @@ def padded_batches(model, tok, prompt_ids: list[list[int]], max_new: int, eos: l
     return replies, time.perf_counter() - start
 
 
-def engine(model, tok, prompt_ids: list[list[int]], cfg: GenerationConfig) -> tuple[list[list[int]], float]:
+def engine(model, tok, prompt_ids: list[list[int]], cfg: DecodeConfig) -> tuple[list[list[int]], float]:
     """B: the engine batch by batch, exactly as iter_generate drives it (minus turning ids into text)."""
     replies: list[list[int]] = [[] for _ in prompt_ids]
     start = time.perf_counter()
     for batch in plan_generation(prompt_ids, cfg):
-        for i, ids in zip(batch, greedy_token_ids(model, tok, [prompt_ids[i] for i in batch], cfg)):
+        for i, ids in zip(batch, decode_token_ids(model, tok, [prompt_ids[i] for i in batch], cfg)):
             replies[i] = ids
     return replies, time.perf_counter() - start
 
@@ -130,9 +131,9 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256, help="B: prompts per planned (resumable) batch")
-    p.add_argument("--max-rows", type=int, default=GenerationConfig.max_rows,
+    p.add_argument("--max-rows", type=int, default=DecodeConfig.max_rows,
                    help="B: rows decoded at once in each worker")
-    p.add_argument("--workers", type=int, default=GenerationConfig.workers,
+    p.add_argument("--workers", type=int, default=DecodeConfig.workers,
                    help="B: decoding processes of one thread each (0: auto, as the distill stage does)")
     p.add_argument("--max-batch-tokens", type=int, default=1 << 20)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -153,14 +154,14 @@ def main() -> int:
     ref_idx = spaced(len(prompt_ids), args.reference_prompts)
     pad_idx = spaced(len(prompt_ids), args.padded_prompts)
     eos = sorted(stop_token_ids(m32, tok))
-    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+    cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows, workers=args.workers)
     workers = decode_workers(m16, cfg.workers, min(len(prompt_ids), cfg.batch_size))
 
     print(f"model {args.model} ({sum(p.numel() for p in m32.parameters()) / 1e6:.0f}M params), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, "
-          f"freed memory kept (sdft.allocator): {'yes' if freed_kept else 'no'}")
+          f"freed memory kept (sdft.core.allocator): {'yes' if freed_kept else 'no'}")
     print(f"data {describe(source)}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} "
           f"tokens on average; A on {len(ref_idx)} of them, C on {len(pad_idx)} in batches of {args.padded_batch}; "
           f"max new tokens {args.max_new_tokens}; B: max_rows {cfg.max_rows} in each of "
@@ -169,7 +170,7 @@ def main() -> int:
 
     for model in (m32, m16):  # first calls pay one-off setup (kernel selection, allocator growth)
         one_at_a_time(model, tok, prompt_ids[:1], 4, eos)
-        engine(model, tok, prompt_ids[:2], GenerationConfig(max_new_tokens=4))
+        engine(model, tok, prompt_ids[:2], DecodeConfig(max_new_tokens=4))
     rates: dict[str, list[float]] = {"A": [], "C": [], "B32": [], "B16": []}
     outs: dict[str, list[list[int]]] = {}
     for r in range(args.rounds):
@@ -207,9 +208,9 @@ def main() -> int:
     print("|---|---|---|---|---|")
     print(f"| A: transformers generate, batch 1, float32 | {med['A']:.1f} | | | |")
     print(f"| C: transformers generate, sorted padded batches of {args.padded_batch}, float32 | {med['C']:.1f} | | | |")
-    print(f"| B: sdft.generation, float32 | {med['B32']:.1f} | {med['B32'] / med['A']:.1f} | "
+    print(f"| B: sdft.engine.decode, float32 | {med['B32']:.1f} | {med['B32'] / med['A']:.1f} | "
           f"{med['B32'] / med['C']:.2f} | {same32:.0%} of {k} vs A |")
-    print(f"| B: sdft.generation, bfloat16 | {med['B16']:.1f} | **{med['B16'] / med['A']:.1f}** | "
+    print(f"| B: sdft.engine.decode, bfloat16 | {med['B16']:.1f} | **{med['B16'] / med['A']:.1f}** | "
           f"**{med['B16'] / med['C']:.2f}** | {same16:.0%} of {k} vs bf16 batch 1 |")
     print(f"| (bf16 batch-1 generate) | {a16:.1f} | | | |")
     print()

@@ -9,7 +9,7 @@ random word sequences, so losses and scores mean nothing; speed, memory and wher
               `sdft train --dry-run` prints for the same model and settings (rows fill max_length, as the
               estimate assumes), at two batch sizes so that per-token and fixed costs can be told apart
   generation  (A) transformers generate at batch 1, (C) transformers generate on length-sorted, left-padded
-              batches, (B) sdft.generation's engine: new tokens/s, and how many of A's and C's replies B
+              batches, (B) sdft.engine.decode's engine: new tokens/s, and how many of A's and C's replies B
               gives with the same tokens
   sdft_run    `sdft run` with this model on a small config (distill, SFT and SDFT training, the gap and
               retention suites, report) in a subprocess: exit code, stage times, where the weights were
@@ -46,7 +46,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from sdft.allocator import expandable_cuda_segments  # noqa: E402
+from sdft.core.allocator import expandable_cuda_segments  # noqa: E402
 
 EXPANDABLE = expandable_cuda_segments()  # as the CLI does, before anything touches the GPU
 
@@ -122,10 +122,11 @@ def device_memory() -> dict | None:
 def check_training(model_dir: Path, out: Path, s: dict, vocab: int, batch_size: int, steps: int,
                    gradient_checkpointing: bool, dtype_name: str) -> dict:
     from sdft.data.example import Example
-    from sdft.models import load_tokenizer, pick_device, pick_dtype
+    from sdft.core.models import load_tokenizer, pick_device, pick_dtype
     from sdft.train.data import IGNORE
     from sdft.train.memory import estimate_for_model
-    from sdft.train.trainer import TrainConfig, build_dataset, train
+    from sdft.train.trainer import build_dataset, train
+    from sdft.core.config import TrainConfig
 
     rng = random.Random(0)
     examples = [Example(id=str(i), instruction=words(rng, rng.randint(*s["prompt_words"]), vocab),
@@ -183,16 +184,17 @@ def check_training(model_dir: Path, out: Path, s: dict, vocab: int, batch_size: 
 
 
 def check_generation(model_dir: Path, s: dict, vocab: int, dtype_name: str) -> dict:
-    from sdft.chat import render_chat
-    from sdft.generation import GenerationConfig, greedy_token_ids, stop_token_ids, tokenize_prompts
-    from sdft.models import ModelSpec, load_model
+    from sdft.core.chat import render_chat
+    from sdft.engine.decode import DecodeConfig, decode_token_ids, stop_token_ids, tokenize_prompts
+    from sdft.core.models import load_model
+    from sdft.core.config import ModelSpec
 
     model, tok = load_model(ModelSpec(str(model_dir), dtype=dtype_name))
     rng = random.Random(1)
     prompts = [render_chat(tok, [{"role": "user", "content": words(rng, rng.randint(*s["gen_prompt_words"]), vocab)}])
                for _ in range(s["prompts"])]
     ids = tokenize_prompts(tok, prompts)
-    cfg = GenerationConfig(max_new_tokens=s["max_new_tokens"], batch_size=len(ids), max_rows=s["max_rows"],
+    cfg = DecodeConfig(max_new_tokens=s["max_new_tokens"], batch_size=len(ids), max_rows=s["max_rows"],
                            max_batch_tokens=1 << 24)
     eos = sorted(stop_token_ids(model, tok))
     a_idx = list(range(0, len(ids), max(1, len(ids) // s["reference_prompts"])))[: s["reference_prompts"]]
@@ -202,7 +204,7 @@ def check_generation(model_dir: Path, s: dict, vocab: int, dtype_name: str) -> d
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    greedy_token_ids(model, tok, ids[:2], cfg)  # warm-up (kernels, allocator)
+    decode_token_ids(model, tok, ids[:2], cfg)  # warm-up (kernels, allocator)
     one_at_a_time(model, tok, ids[:1], 4, eos)
     sync()
     a_out, a_seconds = one_at_a_time(model, tok, [ids[i] for i in a_idx], s["max_new_tokens"], eos)
@@ -213,7 +215,7 @@ def check_generation(model_dir: Path, s: dict, vocab: int, dtype_name: str) -> d
         torch.cuda.reset_peak_memory_stats()
     sync()
     start = time.perf_counter()
-    b_out = greedy_token_ids(model, tok, ids, cfg)
+    b_out = decode_token_ids(model, tok, ids, cfg)
     sync()
     b_seconds = time.perf_counter() - start
     a_rate = sum(map(len, a_out)) / a_seconds
@@ -308,22 +310,23 @@ def check_launch(model_dir: Path, out: Path, vocab: int) -> dict | None:
 
 
 def check_vllm(model_dir: Path, s: dict, vocab: int) -> dict | None:
-    """The vLLM backend on B's prompts: tok/s and how many replies equal sdft.generation's."""
+    """The vLLM backend on B's prompts: tok/s and how many replies equal sdft.engine.decode's."""
     if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
         return None
-    from sdft.chat import render_chat
-    from sdft.generation import GenerationConfig, greedy_token_ids, tokenize_prompts
-    from sdft.models import ModelSpec, load_model
-    from sdft.vllm_backend import generate_vllm
+    from sdft.core.chat import render_chat
+    from sdft.engine.decode import DecodeConfig, decode_token_ids, tokenize_prompts
+    from sdft.core.models import load_model
+    from sdft.core.config import ModelSpec
+    from sdft.engine.vllm import generate_vllm
 
     model, tok = load_model(ModelSpec(str(model_dir)))
     rng = random.Random(1)
     prompts = [render_chat(tok, [{"role": "user", "content": words(rng, rng.randint(*s["gen_prompt_words"]), vocab)}])
                for _ in range(s["prompts"])]
-    cfg = GenerationConfig(max_new_tokens=s["max_new_tokens"], batch_size=len(prompts), max_rows=s["max_rows"],
+    cfg = DecodeConfig(max_new_tokens=s["max_new_tokens"], batch_size=len(prompts), max_rows=s["max_rows"],
                            max_batch_tokens=1 << 24)
     ours = [tok.decode(ids, skip_special_tokens=True)
-            for ids in greedy_token_ids(model, tok, tokenize_prompts(tok, prompts), cfg)]
+            for ids in decode_token_ids(model, tok, tokenize_prompts(tok, prompts), cfg)]
     del model
     torch.cuda.empty_cache()
     start = time.perf_counter()

@@ -47,7 +47,7 @@ TARGET_DEMO_RSS_MB = 3 * 1024
 def load_rows(args):
     """(examples, tokenized rows) exactly as sdft.train builds them."""
     from sdft.data.load import load_examples
-    from sdft.models import load_tokenizer
+    from sdft.core.models import load_tokenizer
     from sdft.train.data import tokenize_example
 
     source = resolve_source(args.data, args.rows)
@@ -78,7 +78,7 @@ def response_loss(model, rows) -> float:
 def lora_config():
     from peft import LoraConfig
 
-    from sdft.train.trainer import TrainConfig
+    from sdft.core.config import TrainConfig
 
     d = TrainConfig()
     return LoraConfig(r=d.lora_r, lora_alpha=d.lora_alpha, lora_dropout=d.lora_dropout,
@@ -90,7 +90,7 @@ def run_plain(args, rows, tok) -> dict:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, get_scheduler, set_seed
 
-    from sdft.models import resolve_model
+    from sdft.core.models import resolve_model
 
     set_seed(args.seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(resolve_model(args.model), dtype=torch.float32),
@@ -135,8 +135,9 @@ def run_sdft(args, examples, rows, out: Path, dtype: str) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sdft.models import resolve_model
-    from sdft.train.trainer import TrainConfig, train
+    from sdft.core.models import resolve_model
+    from sdft.train.trainer import train
+    from sdft.core.config import TrainConfig
 
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                       max_length=args.max_length, seed=args.seed, save_steps=10**9, dtype=dtype)
@@ -180,13 +181,13 @@ def main() -> int:
     if args.quick:
         args.rows, args.steps, args.batch_size, args.rounds = 8, 2, 4, 1
     if args.child:
-        from sdft.allocator import keep_freed_memory
+        from sdft.core.allocator import keep_freed_memory
 
         keep_freed_memory()  # as the sdft command does
         child(args)
         return 0
 
-    from sdft.models import resolve_model
+    from sdft.core.models import resolve_model
 
     examples, rows, tok, source = load_rows(args)
     per_epoch = len(rows) / args.batch_size

@@ -31,7 +31,7 @@ def _tiny_model_dir(root: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from sdft.models import default_gguf_path
+    from sdft.core.models import default_gguf_path
 
     gguf = default_gguf_path()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -52,9 +52,9 @@ def _tiny_model_dir(root: Path) -> Path:
 def interrupt_generation(monkeypatch):
     """interrupt_generation(n): the next generation raises KeyboardInterrupt (as Ctrl-C would) once n
     batches are done; interrupt_generation(None) lets generation run through again."""
-    import sdft.resume
+    import sdft.engine.resumable
 
-    real = sdft.resume.iter_generate
+    real = sdft.engine.resumable.iter_generate
 
     def arm(batches: int | None) -> None:
         def interrupted(*args, **kwargs):
@@ -63,7 +63,7 @@ def interrupt_generation(monkeypatch):
                     raise KeyboardInterrupt
                 yield item
 
-        monkeypatch.setattr(sdft.resume, "iter_generate", real if batches is None else interrupted)
+        monkeypatch.setattr(sdft.engine.resumable, "iter_generate", real if batches is None else interrupted)
 
     return arm
 

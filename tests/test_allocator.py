@@ -5,15 +5,15 @@ import sys
 
 import pytest
 
-from sdft.allocator import _glibc
+from sdft.core.allocator import _glibc
 
 ROUNDS = """
 import resource, sys, torch
-from sdft.allocator import keep_freed_memory
+from sdft.core.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 else:  # the control: every large block a fresh mapping (glibc's default until its threshold adapts)
-    from sdft.allocator import _M_MMAP_THRESHOLD, _glibc
+    from sdft.core.allocator import _M_MMAP_THRESHOLD, _glibc
     assert _glibc().mallopt(_M_MMAP_THRESHOLD, 128 << 10)
 faults = []
 for _ in range(3):

@@ -10,9 +10,10 @@ import torch
 from safetensors import safe_open
 
 from sdft.data.example import Example
-from sdft.errors import InputError
-from sdft.models import cpu_has_native_bf16, pick_dtype
-from sdft.train.trainer import TrainConfig, train
+from sdft.core.errors import InputError
+from sdft.core.models import cpu_has_native_bf16, pick_dtype
+from sdft.train.trainer import train
+from sdft.core.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

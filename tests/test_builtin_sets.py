@@ -94,7 +94,7 @@ def test_arithmetic_wording_varies_like_real_answers():
 
 
 def test_arithmetic_every_equation_holds_and_answer_is_last():
-    from sdft.distill.steps import wrong_steps
+    from sdft.grading.steps import wrong_steps
 
     for e in generate_arithmetic(300, seed=7):
         *steps, last = e.response.split("\n")

@@ -11,19 +11,21 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sdft.chat import render_chat
+from sdft.core.chat import render_chat
 from sdft.cli import main
-from sdft.config import EvalConfig
+from sdft.core.config import EvalConfig
 from sdft.data.example import Example
 from sdft.distill.candidates import Candidate, judge
-from sdft.distill.stage import DistillConfig, distill, hit_token_limit
-from sdft.distill.verify import status
-from sdft.errors import InputError
+from sdft.distill.candidates import hit_token_limit
+from sdft.distill.stage import distill
+from sdft.core.config import DistillConfig
+from sdft.grading.verify import status
+from sdft.core.errors import InputError
 from sdft.evaluate.stats import wilson_interval
 from sdft.evaluate.suites import run_suites
-from sdft.generation import GenerationConfig, _greedy_padded, _Picker, generate, tokenize_prompts
-from sdft.io import read_jsonl
-from sdft.models import ModelSpec
+from sdft.engine.decode import DecodeConfig, _greedy_padded, _Picker, generate, tokenize_prompts
+from sdft.core.io import read_jsonl
+from sdft.core.config import ModelSpec
 
 PAPER = {"temperature": 0.95, "top_p": 0.7, "top_k": 50}
 
@@ -102,7 +104,7 @@ def test_sampling_is_reproducible_and_independent_of_batching(tiny):
     model, tok = tiny
     prompts = [render_chat(tok, [{"role": "user", "content": f"Question {i}: " + "more " * (i % 4)}])
                for i in range(6)]
-    run = lambda **kw: generate(model, tok, prompts, GenerationConfig(max_new_tokens=8, **kw), progress=False)  # noqa: E731
+    run = lambda **kw: generate(model, tok, prompts, DecodeConfig(max_new_tokens=8, **kw), progress=False)  # noqa: E731
     sampled = run(batch_size=3, seed=5, **PAPER)
     assert run(batch_size=6, max_rows=2, seed=5, **PAPER) == sampled  # other batches, other rows beside
     other = run(batch_size=3, seed=6, **PAPER)
@@ -112,7 +114,7 @@ def test_sampling_is_reproducible_and_independent_of_batching(tiny):
     assert run(batch_size=3, seed=5, temperature=1.0, top_k=1) == greedy  # top-1 sampling is greedy
     # The padded path (models with special caches) draws the same tokens as the refilling one.
     ids = tokenize_prompts(tok, prompts)
-    cfg = GenerationConfig(max_new_tokens=8, seed=5, **PAPER)
+    cfg = DecodeConfig(max_new_tokens=8, seed=5, **PAPER)
     with torch.inference_mode():
         padded = [tok.decode(t, skip_special_tokens=True).strip() for t in _greedy_padded(model, tok, ids, cfg)]
     assert padded == sampled
@@ -131,7 +133,7 @@ def test_sampling_filters_as_transformers_generate(settings):
                                + ([TopKLogitsWarper(settings["top_k"])] if settings["top_k"] else [])
                                + ([TopPLogitsWarper(settings["top_p"])] if settings["top_p"] < 1 else []))
     expected = warp(None, logits.clone()).softmax(-1)
-    picker = _Picker(GenerationConfig(**settings), [[1]] * 4)
+    picker = _Picker(DecodeConfig(**settings), [[1]] * 4)
     probs, ids = picker.filtered(logits)
     full = torch.zeros_like(logits)
     full.scatter_(-1, ids if ids is not None else torch.arange(500).expand(4, -1), probs)
@@ -155,7 +157,7 @@ def test_distill_keeps_the_best_candidate_with_self_answer(ending, tmp_path):
     summary = distill(model, tok, "tiny", examples, "general", tmp_path / "d.jsonl", cfg, progress=False)
     rows = read_jsonl(tmp_path / "d.jsonl")
     self_answers = generate(model, tok, [render_chat(tok, ex.messages()) for ex in examples],
-                            GenerationConfig(max_new_tokens=12), progress=False)
+                            DecodeConfig(max_new_tokens=12), progress=False)
     choices = 0
     for ex, row, own in zip(examples, rows, self_answers):
         cands = row["candidates"]

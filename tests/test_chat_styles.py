@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from sdft.chat import render_chat, split_for_training, supports_system
+from sdft.core.chat import render_chat, split_for_training, supports_system
 from sdft.data.example import Example
 
 LLAMA2 = (
@@ -177,13 +177,15 @@ def test_distill_prompt_shows_row_system_input_and_history():
 def test_distill_train_eval_on_system_and_history_rows(styled_model, tmp_path):
     """Each stage runs on every style: distillation and training on rows with a system prompt and
     history, the math suite (its own system prompt) and the gap suite on the distilled file."""
-    from sdft.config import EvalConfig
+    from sdft.core.config import EvalConfig
     from sdft.data.load import load_examples
-    from sdft.distill.stage import DistillConfig, distill
+    from sdft.distill.stage import distill
+    from sdft.core.config import DistillConfig
     from sdft.evaluate.suites import run_suites
-    from sdft.models import ModelSpec
-    from sdft.recipes.sdft_run import distilled_columns
-    from sdft.train.trainer import TrainConfig, train
+    from sdft.core.config import ModelSpec
+    from sdft.core.layout import distilled_columns
+    from sdft.train.trainer import train
+    from sdft.core.config import TrainConfig
 
     style, path, model, tok = styled_model
     data = tmp_path / "data.jsonl"

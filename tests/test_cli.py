@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from sdft.cli import main
-from sdft.config import ConfigError, load_config, preset_path
+from sdft.core.config import ConfigError, load_config, preset_path
 
 
 def test_demo_preset_and_overrides(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sdft.models
+import sdft.core.models
 import sdft.train.trainer
 from sdft.cli import main
 
@@ -147,7 +147,7 @@ def no_model(monkeypatch):
         raise AssertionError("a model was loaded for bad input")
 
     for name in ("load_model", "load_tokenizer", "resolve_model", "convert_default_model"):
-        monkeypatch.setattr(sdft.models, name, forbidden)
+        monkeypatch.setattr(sdft.core.models, name, forbidden)
     monkeypatch.setattr(sdft.train.trainer, "train", forbidden)
 
 
@@ -181,11 +181,11 @@ def test_malformed_files_exit_2_naming_the_row(kind, data, tmp_path, capsys, no_
 
 
 def test_distill_rows_beyond_context_keep_the_original(tiny_model, tmp_path, monkeypatch):
-    import sdft.generation
+    import sdft.engine.decode
     from sdft.data.load import load_examples
     from sdft.distill.templates import get_template, render_distill_prompt
-    from sdft.generation import tokenize_prompts
-    from sdft.models import load_tokenizer
+    from sdft.engine.decode import tokenize_prompts
+    from sdft.core.models import load_tokenizer
 
     new_tokens = 8
     examples = load_examples("builtin:arithmetic?n=12")
@@ -197,13 +197,13 @@ def test_distill_rows_beyond_context_keep_the_original(tiny_model, tmp_path, mon
     assert 0 < len(too_long) < len(examples)
 
     seen: list[int] = []  # prompt lengths the model was given
-    real = sdft.generation.generate_batch
+    real = sdft.engine.decode.generate_batch
 
     def recording(model, tokenizer, prompt_ids, cfg, **kwargs):
         seen.extend(len(p) for p in prompt_ids)
         return real(model, tokenizer, prompt_ids, cfg, **kwargs)
 
-    monkeypatch.setattr(sdft.generation, "generate_batch", recording)
+    monkeypatch.setattr(sdft.engine.decode, "generate_batch", recording)
     out = tmp_path / "d.jsonl"
     assert main(["distill", "--model", tiny_model, "--data", "builtin:arithmetic?n=12", "--task", "math",
                  "--out", str(out), "--batch-size", "4", "--max-new-tokens", str(new_tokens),
@@ -221,8 +221,8 @@ def test_distill_rows_beyond_context_keep_the_original(tiny_model, tmp_path, mon
 
 
 def test_train_skips_rows_whose_prompt_exceeds_max_length(tiny_model, tmp_path):
-    from sdft.chat import render_chat
-    from sdft.models import load_tokenizer
+    from sdft.core.chat import render_chat
+    from sdft.core.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
     rows = [{"prompt": "word " * n, "response": "ok"} for n in (2, 4, 8, 60, 120, 3)]

@@ -1,6 +1,6 @@
 """Outputs appear only complete, and a full disk ends a run cleanly with nothing saved lost.
 
-A full disk is simulated in-process (writes through sdft.io fail with ENOSPC from the k-th file on),
+A full disk is simulated in-process (writes through sdft.core.io fail with ENOSPC from the k-th file on),
 and, where the tests run as root and may mount, for real on a tiny tmpfs.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import sdft.io
-import sdft.resume
+import sdft.core.io
+import sdft.engine.resumable
 from sdft.cli import main
-from sdft.io import atomic_write, write_json
+from sdft.core.io import atomic_write, write_json
 
 
 def files(root: Path) -> list[str]:
@@ -59,7 +59,7 @@ def test_atomic_write_gives_the_mode_open_would(tmp_path):
 
 
 class FullDisk:
-    """Files opened by sdft.io from the `fail_from`-th on (1-based) fail to write with ENOSPC."""
+    """Files opened by sdft.core.io from the `fail_from`-th on (1-based) fail to write with ENOSPC."""
 
     def __init__(self, fail_from: int):
         self.fail_from, self.opened = fail_from, 0
@@ -91,11 +91,11 @@ class _Failing:
 def full_disk(monkeypatch, fail_from: int) -> FullDisk:
     disk = FullDisk(fail_from)
 
-    class OsWithFullDisk:  # only sdft.io sees the full disk
+    class OsWithFullDisk:  # only sdft.core.io sees the full disk
         def __getattr__(self, name):
             return disk.fdopen if name == "fdopen" else getattr(os, name)
 
-    monkeypatch.setattr(sdft.io, "os", OsWithFullDisk())
+    monkeypatch.setattr(sdft.core.io, "os", OsWithFullDisk())
     return disk
 
 
@@ -151,14 +151,14 @@ def test_disk_full_ends_cleanly_and_resumes(tiny_model, reference, tmp_path, mon
     # Space again: the rerun keeps every saved batch and generates only the missing ones.
     monkeypatch.undo()
     generated = []
-    real = sdft.resume.iter_generate
+    real = sdft.engine.resumable.iter_generate
 
     def counting(*args, **kwargs):
         for item in real(*args, **kwargs):
             generated.append(item[0])
             yield item
 
-    monkeypatch.setattr(sdft.resume, "iter_generate", counting)
+    monkeypatch.setattr(sdft.engine.resumable, "iter_generate", counting)
     assert distill(tiny_model, out) == 0
     assert sorted(generated) == [n for n in range(N_BATCHES) if f"batch-{n:06d}.jsonl" not in saved]
     assert out.read_bytes() == reference

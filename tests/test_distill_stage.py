@@ -1,14 +1,16 @@
 """Distillation stage: fallback to the original, provenance on every row, summary, reuse of finished output."""
 
+import dataclasses
 import json
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sdft.data.example import Example
-from sdft.distill.stage import DistillConfig, build_rows, distill, summarize
+from sdft.distill.stage import build_rows, distill, summarize
+from sdft.core.config import DistillConfig
 from sdft.distill.templates import TEMPLATES
-from sdft.resume import StaleStateError
+from sdft.core.runstate import StaleStateError
 
 
 def test_fallback_and_provenance():
@@ -58,6 +60,6 @@ def test_distill_with_a_model_writes_every_row_in_order(tiny_model, tmp_path):
                 progress=False)
 
     # rows whose prompt plus reply can't fit the context are not generated and keep the original
-    short = distill(model, tok, tiny_model, examples, "math", tmp_path / "ctx.jsonl", cfg, max_context=60,
-                    progress=False)
+    short = distill(model, tok, tiny_model, examples, "math", tmp_path / "ctx.jsonl",
+                    dataclasses.replace(cfg, max_context=60), progress=False)
     assert short["reject_reasons"].get("too_long", 0) >= 1

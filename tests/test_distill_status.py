@@ -6,7 +6,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sdft.cli import _print_summary
 from sdft.data.example import Example
-from sdft.distill.stage import DistillConfig, build_rows, distill, hit_token_limit, summarize
+from sdft.distill.candidates import hit_token_limit
+from sdft.distill.stage import build_rows, distill, summarize
+from sdft.core.config import DistillConfig
 from sdft.distill.templates import TEMPLATES
 from sdft.report.build import distill_section
 

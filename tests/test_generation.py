@@ -3,12 +3,12 @@
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sdft.chat import render_chat
-from sdft.generation import (
-    GenerationConfig,
+from sdft.core.chat import render_chat
+from sdft.engine.decode import (
+    DecodeConfig,
     generate,
     generate_batch,
-    greedy_token_ids,
+    decode_token_ids,
     plan_batches,
     plan_generation,
     rows_at_once,
@@ -38,7 +38,7 @@ def test_plan_batches_sorted_complete_and_bounded():
 
 def test_generation_batches_keep_their_size_and_bound_rows_instead():
     prompts = [[1] * n for n in (5, 50, 7, 49, 6, 51, 8)]
-    cfg = GenerationConfig(max_new_tokens=10, batch_size=4, max_batch_tokens=130, max_rows=3)
+    cfg = DecodeConfig(max_new_tokens=10, batch_size=4, max_batch_tokens=130, max_rows=3)
     assert [len(b) for b in plan_generation(prompts, cfg)] == [4, 3]  # the token cap does not cut batches
     assert rows_at_once(prompts[:4], cfg) == 2  # 2 x (51 + 10) <= 130 < 3 x 61
     assert rows_at_once([[1] * 5] * 4, cfg) == 3  # max_rows
@@ -48,7 +48,7 @@ def test_generation_batches_keep_their_size_and_bound_rows_instead():
 def test_batched_matches_unbatched_greedy(model_tok):
     model, tok = model_tok
     prompts = _prompts(tok)
-    cfg = GenerationConfig(max_new_tokens=12, batch_size=6)
+    cfg = DecodeConfig(max_new_tokens=12, batch_size=6)
     batched = generate(model, tok, prompts, cfg, progress=False)
     single = [generate_batch(model, tok, tokenize_prompts(tok, [p]), cfg)[0][0] for p in prompts]
     reference = []
@@ -64,13 +64,13 @@ def test_batched_matches_unbatched_greedy(model_tok):
 def test_stop_strings_cut_the_reply(model_tok):
     model, tok = model_tok
     prompts = _prompts(tok, 4)
-    free = generate(model, tok, prompts, GenerationConfig(max_new_tokens=16), progress=False)
+    free = generate(model, tok, prompts, DecodeConfig(max_new_tokens=16), progress=False)
     # stop at the second character of each free reply: every reply must end before it
     for prompt, text in zip(prompts, free):
         if len(text) < 3:
             continue
         stop = text[1:3]
-        cut = generate(model, tok, [prompt], GenerationConfig(max_new_tokens=16, stop=(stop,)), progress=False)[0]
+        cut = generate(model, tok, [prompt], DecodeConfig(max_new_tokens=16, stop=(stop,)), progress=False)[0]
         assert stop not in cut
         assert text.startswith(cut)
 
@@ -79,8 +79,8 @@ def test_finished_rows_leave_the_batch(model_tok):
     """A row that ends early is dropped from the batch; the rows that go on are unaffected."""
     model, tok = model_tok
     ids = tokenize_prompts(tok, _prompts(tok, 6))
-    cfg = GenerationConfig(max_new_tokens=10, batch_size=6)
-    full = greedy_token_ids(model, tok, ids, cfg)
+    cfg = DecodeConfig(max_new_tokens=10, batch_size=6)
+    full = decode_token_ids(model, tok, ids, cfg)
     assert [len(r) for r in full] == [10] * 6  # a random model never emits EOS here
     # make some row's first token that differs from its first one an end-of-reply token
     row, k = next((r, i) for r in range(6) for i, t in enumerate(full[r]) if t != full[r][0])
@@ -88,7 +88,7 @@ def test_finished_rows_leave_the_batch(model_tok):
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [tok.eos_token_id, stopper]
     try:
-        early = greedy_token_ids(model, tok, ids, cfg)
+        early = decode_token_ids(model, tok, ids, cfg)
     finally:
         model.generation_config.eos_token_id = saved
     assert early[row] == full[row][:k]
@@ -102,7 +102,7 @@ def _single(model, tok, ids, cfg):
     """Reference: transformers generate, one prompt at a time (end-of-reply id dropped)."""
     import torch
 
-    from sdft.generation import stop_token_ids
+    from sdft.engine.decode import stop_token_ids
 
     eos = sorted(stop_token_ids(model, tok))
     out = []
@@ -116,11 +116,11 @@ def _single(model, tok, ids, cfg):
 def test_refilled_rows_match_unbatched(model_tok, monkeypatch):
     """Few rows, many prompts: rows are refilled one at a time and the KV window is shifted; the
     replies are still those of one-prompt-at-a-time decoding."""
-    import sdft.generation as gen
+    import sdft.engine.decode as gen
 
     model, tok = model_tok
     ids = tokenize_prompts(tok, _prompts(tok, 14))
-    cfg = GenerationConfig(max_new_tokens=24, max_rows=3, prefill_tokens=1)
+    cfg = DecodeConfig(max_new_tokens=24, max_rows=3, prefill_tokens=1)
     shifts = []
     make_room = gen._Rows.make_room
 
@@ -129,9 +129,9 @@ def test_refilled_rows_match_unbatched(model_tok, monkeypatch):
         make_room(self, need)
 
     monkeypatch.setattr(gen._Rows, "make_room", counting)
-    refilled = greedy_token_ids(model, tok, ids, cfg)
+    refilled = decode_token_ids(model, tok, ids, cfg)
     assert any(shifts)  # the window really moved
-    whole = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=24, max_rows=0))
+    whole = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=24, max_rows=0))
     single = _single(model, tok, ids, cfg)
     assert sum(a == b for a, b in zip(refilled, single)) / len(ids) >= 0.95
     assert sum(a == b for a, b in zip(whole, single)) / len(ids) >= 0.95
@@ -141,13 +141,13 @@ def test_refill_with_early_endings_and_no_shared_prefix(model_tok):
     """Rows end at different steps (an extra end-of-reply id) and the prompts share no prefix."""
     model, tok = model_tok
     ids = [tok(f"{i} " + "word " * (i % 6), add_special_tokens=False)["input_ids"] for i in range(10)]
-    cfg = GenerationConfig(max_new_tokens=16, max_rows=4)
-    free = greedy_token_ids(model, tok, ids, cfg)
+    cfg = DecodeConfig(max_new_tokens=16, max_rows=4)
+    free = decode_token_ids(model, tok, ids, cfg)
     stopper = sorted({t for r in free for t in r[2:]}, key=lambda t: -sum(r.count(t) for r in free))[0]
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [tok.eos_token_id, stopper]
     try:
-        early = greedy_token_ids(model, tok, ids, cfg)
+        early = decode_token_ids(model, tok, ids, cfg)
         single = _single(model, tok, ids, cfg)
     finally:
         model.generation_config.eos_token_id = saved
@@ -160,23 +160,23 @@ def test_refill_with_early_endings_and_no_shared_prefix(model_tok):
 
 def test_padded_path_for_special_caches(model_tok, monkeypatch):
     """Models whose cache the slot buffer can't hold (sliding windows, ...) take the padded path."""
-    import sdft.generation as gen
+    import sdft.engine.decode as gen
 
     model, tok = model_tok
     ids = tokenize_prompts(tok, _prompts(tok, 6))
-    cfg = GenerationConfig(max_new_tokens=10)
-    fast = greedy_token_ids(model, tok, ids, cfg)
+    cfg = DecodeConfig(max_new_tokens=10)
+    fast = decode_token_ids(model, tok, ids, cfg)
     monkeypatch.setattr(gen, "_plain_layers", lambda m: False)
-    assert greedy_token_ids(model, tok, ids, cfg) == fast
+    assert decode_token_ids(model, tok, ids, cfg) == fast
 
 
 def test_a_batch_does_not_depend_on_the_others(model_tok):
     """What resume and sharding rely on: a batch's replies are the same whichever batches run."""
-    from sdft.generation import iter_generate
+    from sdft.engine.decode import iter_generate
 
     model, tok = model_tok
     prompts = _prompts(tok, 10)
-    cfg = GenerationConfig(max_new_tokens=8, batch_size=4, max_rows=2)
+    cfg = DecodeConfig(max_new_tokens=8, batch_size=4, max_rows=2)
     everything = {n: texts for n, _, texts in iter_generate(model, tok, prompts, cfg, progress=False)}
     alone = {n: texts for n, _, texts in iter_generate(model, tok, prompts, cfg, skip=frozenset({0, 2}),
                                                       progress=False)}
@@ -204,11 +204,11 @@ def _oracle(reference: dict[tuple, list[int]], wrong_after: int | None):
 def test_draft_verification_keeps_greedy_output(model_tok, monkeypatch, wrong_after):
     """Few rows left: drafts are verified in one step. Right drafts save steps; wrong ones leave masked
     holes that are packed away when the buffer fills; the replies stay the greedy ones."""
-    import sdft.generation as gen
+    import sdft.engine.decode as gen
 
     model, tok = model_tok
     ids = tokenize_prompts(tok, _prompts(tok, 3))
-    plain = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=40, draft_budget=0))
+    plain = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=40, draft_budget=0))
     monkeypatch.setattr(gen, "_draft", _oracle({tuple(p): r for p, r in zip(ids, plain)}, wrong_after))
     packs = []
     repack = gen._Rows.repack
@@ -216,7 +216,7 @@ def test_draft_verification_keeps_greedy_output(model_tok, monkeypatch, wrong_af
     forward = model.forward
     calls = []
     monkeypatch.setattr(model, "forward", lambda *a, **k: (calls.append(1), forward(*a, **k))[1])
-    drafted = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=40, draft_budget=30))
+    drafted = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=40, draft_budget=30))
     assert sum(a == b for a, b in zip(drafted, plain)) / len(ids) >= 0.95
     if wrong_after is None:
         assert len(calls) < 10  # ~4 steps of 9 verified tokens instead of 40 single ones
@@ -227,12 +227,12 @@ def test_draft_verification_keeps_greedy_output(model_tok, monkeypatch, wrong_af
 def test_progress_moves_per_finished_prompt(model_tok, monkeypatch):
     """Each prompt reports as soon as its reply ends (one call per prompt, while decoding still runs),
     and iter_generate's bar advances per prompt, not per batch."""
-    import sdft.generation as gen
+    import sdft.engine.decode as gen
 
     model, tok = model_tok
     ids = tokenize_prompts(tok, _prompts(tok, 10))
-    cfg = GenerationConfig(max_new_tokens=12, max_rows=3)
-    free = greedy_token_ids(model, tok, ids, cfg)
+    cfg = DecodeConfig(max_new_tokens=12, max_rows=3)
+    free = decode_token_ids(model, tok, ids, cfg)
     stopper = sorted({t for r in free for t in r[1:]}, key=lambda t: -sum(r.count(t) for r in free))[0]
     forward = model.forward
     steps, done = [], []
@@ -240,7 +240,7 @@ def test_progress_moves_per_finished_prompt(model_tok, monkeypatch):
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [tok.eos_token_id, stopper]  # replies end at different steps
     try:
-        out = greedy_token_ids(model, tok, ids, cfg, on_done=lambda i, n: done.append((i, n, len(steps))))
+        out = decode_token_ids(model, tok, ids, cfg, on_done=lambda i, n: done.append((i, n, len(steps))))
     finally:
         model.generation_config.eos_token_id = saved
     assert sorted(i for i, _, _ in done) == list(range(len(ids)))  # once per prompt
@@ -257,7 +257,7 @@ def test_progress_moves_per_finished_prompt(model_tok, monkeypatch):
 
     monkeypatch.setattr(gen, "tqdm", Recording)
     yielded = 0
-    for _, batch, _ in gen.iter_generate(model, tok, _prompts(tok, 10), GenerationConfig(max_new_tokens=6,
+    for _, batch, _ in gen.iter_generate(model, tok, _prompts(tok, 10), DecodeConfig(max_new_tokens=6,
                                          batch_size=5, max_rows=2), progress=True):
         yielded += 1
     assert [n for n, _ in Recording.updates] == [1] * 10
@@ -276,7 +276,7 @@ def test_engine_in_bfloat16(model_tok):
     model, tok = model_tok
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     ids = tokenize_prompts(tok, _prompts(tok, 6))
-    out = greedy_token_ids(bf16, tok, ids, GenerationConfig(max_new_tokens=12, max_rows=3))
+    out = decode_token_ids(bf16, tok, ids, DecodeConfig(max_new_tokens=12, max_rows=3))
     assert [len(r) for r in out] == [12] * 6
     gaps = []
     with torch.inference_mode():
@@ -301,7 +301,7 @@ def test_prefill_groups_stay_within_prefill_tokens_in_any_prompt_order(model_tok
     handle = model.register_forward_pre_hook(lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape),
                                              with_kwargs=True)
     try:
-        replies = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=4, max_rows=12, draft_budget=0,
+        replies = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=4, max_rows=12, draft_budget=0,
                                                                      prefill_tokens=budget))
     finally:
         handle.remove()
@@ -315,7 +315,7 @@ def test_exact_argmax_decides_bf16_ties_in_float32():
     argmax hands the tie to the lower id, exact_argmax rescores them in float32 and picks the higher."""
     import torch
 
-    from sdft.generation import exact_argmax
+    from sdft.engine.decode import exact_argmax
 
     head = torch.nn.Linear(2, 10, bias=False)
     with torch.no_grad():

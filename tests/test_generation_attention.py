@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import sdft.generation_attention as ga
-from sdft.generation import GenerationConfig, greedy_token_ids, tokenize_prompts
+import sdft.engine.attention as ga
+from sdft.engine.decode import DecodeConfig, decode_token_ids, tokenize_prompts
 
 
 class _Module(torch.nn.Module):
@@ -53,7 +53,7 @@ def test_engine_attends_through_it_and_restores_sdpa(model_tok, monkeypatch):
     real = ga.gqa_attention
     monkeypatch.setattr(ga, "gqa_attention", spy)
     ids = tokenize_prompts(tok, ["one two three four five six", "seven eight", "nine ten eleven"])
-    out = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=5, draft_budget=0))
+    out = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=5, draft_budget=0))
     assert [len(r) for r in out] == [5, 5, 5]
     assert any(n > 1 for n, _ in seen) and any(n == 1 for n, _ in seen)  # prefill and decoding steps
     assert {name for _, name in seen} == {ga.NAME}
@@ -76,11 +76,11 @@ def test_row_windows_cover_every_column_in_use_and_keep_the_replies(model_tok, m
     """Decoding steps attend per range of rows, each from the first column its rows use: through
     refills, finished rows swapped out and window shifts no row has a column in use before its
     range's start, ranges are cut where rows joined later, and the replies are those of one range."""
-    import sdft.generation as gen
+    import sdft.engine.decode as gen
 
     model, tok = model_tok
     ids = [tok(f"{i} " + "word " * (3 * i % 17), add_special_tokens=False)["input_ids"] for i in range(16)]
-    cfg = GenerationConfig(max_new_tokens=20, max_rows=6, prefill_tokens=1, draft_budget=0, workers=1)
+    cfg = DecodeConfig(max_new_tokens=20, max_rows=6, prefill_tokens=1, draft_budget=0, workers=1)
     cuts, windows = [], gen._Rows.windows
 
     def checked(self, parts):
@@ -92,7 +92,7 @@ def test_row_windows_cover_every_column_in_use_and_keep_the_replies(model_tok, m
         return out
 
     monkeypatch.setattr(gen._Rows, "windows", checked)
-    ranged = greedy_token_ids(model, tok, ids, cfg)
+    ranged = decode_token_ids(model, tok, ids, cfg)
     assert max(cuts) > 1
     monkeypatch.setattr(ga, "WINDOW_PARTS", 1)
-    assert greedy_token_ids(model, tok, ids, cfg) == ranged
+    assert decode_token_ids(model, tok, ids, cfg) == ranged

@@ -1,4 +1,4 @@
-"""Decoding a batch in forked single-threaded processes (sdft.generation_workers)."""
+"""Decoding a batch in forked single-threaded processes (sdft.engine.workers)."""
 
 import os
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import sdft.generation_workers as gw
-from sdft.chat import render_chat
-from sdft.errors import InputError
-from sdft.generation import GenerationConfig, greedy_token_ids, tokenize_prompts
+import sdft.engine.workers as gw
+from sdft.core.chat import render_chat
+from sdft.core.errors import InputError
+from sdft.engine.decode import DecodeConfig, decode_token_ids, tokenize_prompts
 
 pytestmark = pytest.mark.skipif(not gw.fork_available(), reason="decoding workers are forked (Linux)")
 
@@ -29,7 +29,7 @@ def test_workers_give_each_prompt_its_own_reply(model_tok, tmp_path, monkeypatch
     prompt gets back the reply one process gives it; progress is reported here, once per prompt."""
     model, tok = model_tok
     ids = _ids(tok, 20)
-    one = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=10, max_rows=4, workers=1))
+    one = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=10, max_rows=4, workers=1))
     log = tmp_path / "forwards"
     forward = model.forward
 
@@ -40,7 +40,7 @@ def test_workers_give_each_prompt_its_own_reply(model_tok, tmp_path, monkeypatch
 
     monkeypatch.setattr(model, "forward", logged)
     done = []
-    two = greedy_token_ids(model, tok, ids, GenerationConfig(max_new_tokens=10, max_rows=4, workers=2),
+    two = decode_token_ids(model, tok, ids, DecodeConfig(max_new_tokens=10, max_rows=4, workers=2),
                            on_done=lambda i, n: done.append((i, n)))
     assert two == one
     assert len({r[0] for r in one}) > 3  # distinct replies: a mix-up of prompts would show
@@ -58,11 +58,11 @@ def test_sampled_and_bf16_replies_do_not_depend_on_the_workers(model_tok):
 
     model, tok = model_tok
     ids = _ids(tok, 16)
-    sampled = GenerationConfig(max_new_tokens=8, max_rows=4, temperature=1.0, top_k=20, seed=3)
-    assert (greedy_token_ids(model, tok, ids, GenerationConfig(**{**sampled.__dict__, "workers": 2}))
-            == greedy_token_ids(model, tok, ids, GenerationConfig(**{**sampled.__dict__, "workers": 1})))
+    sampled = DecodeConfig(max_new_tokens=8, max_rows=4, temperature=1.0, top_k=20, seed=3)
+    assert (decode_token_ids(model, tok, ids, DecodeConfig(**{**sampled.__dict__, "workers": 2}))
+            == decode_token_ids(model, tok, ids, DecodeConfig(**{**sampled.__dict__, "workers": 1})))
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    out = greedy_token_ids(bf16, tok, ids, GenerationConfig(max_new_tokens=8, max_rows=4, workers=2))
+    out = decode_token_ids(bf16, tok, ids, DecodeConfig(max_new_tokens=8, max_rows=4, workers=2))
     assert [len(r) for r in out] == [8] * len(ids)
 
 
@@ -71,17 +71,17 @@ def test_a_failing_worker_fails_the_call(model_tok, monkeypatch):
     out of memory) is noticed instead of waited for."""
     model, tok = model_tok
     ids = _ids(tok, 16)
-    cfg = GenerationConfig(max_new_tokens=4, workers=2)
+    cfg = DecodeConfig(max_new_tokens=4, workers=2)
 
     def broken(*args, **kwargs):
         raise ValueError("a broken forward")
 
     monkeypatch.setattr(model, "forward", broken)
     with pytest.raises(RuntimeError, match="(?s)decoding worker . failed.*ValueError: a broken forward"):
-        greedy_token_ids(model, tok, ids, cfg)
+        decode_token_ids(model, tok, ids, cfg)
     monkeypatch.setattr(model, "forward", lambda *a, **k: os._exit(9))
     with pytest.raises(RuntimeError, match="exited with code 9"):
-        greedy_token_ids(model, tok, ids, cfg)
+        decode_token_ids(model, tok, ids, cfg)
 
 
 def test_how_many_workers(model_tok, monkeypatch):

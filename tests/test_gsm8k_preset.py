@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdft.config import load_config, preset_path
+from sdft.core.config import load_config, preset_path
 from sdft.data.load import load_examples
 from sdft.evaluate.builtin_sets import SAFETY, load_resource
 

@@ -10,9 +10,7 @@ import torch
 
 from sdft.cli import main
 from sdft.train.memory import GIB, activation_bytes_per_token_layer, estimate, model_shape
-from sdft.train.trainer import TrainConfig
-
-# Llama-2-7B's published shape (its config.json on the hub)
+from sdft.core.config import TrainConfig
 H, LAYERS, HEADS, INTER, VOCAB = 4096, 32, 32, 11008, 32000
 
 
@@ -123,7 +121,7 @@ def test_dry_run_prints_the_estimate_and_loads_nothing(tiny_model, tmp_path, cap
 
 def test_dry_run_with_data_estimates_its_longest_steps(tiny_model, tmp_path, capsys):
     """With --data, a step holds the batch_size longest rows and logits only at response tokens."""
-    from sdft.models import load_tokenizer
+    from sdft.core.models import load_tokenizer
     from sdft.train.memory import step_tokens
 
     data = tmp_path / "d.jsonl"

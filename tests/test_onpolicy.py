@@ -14,13 +14,13 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from sdft.chat import render_chat
+from sdft.core.chat import render_chat
 from sdft.cli import main
-from sdft.config import ConfigError, load_config
+from sdft.core.config import ConfigError, load_config
 from sdft.data.load import load_examples
 from sdft.distill.templates import get_template, render_distill_prompt
-from sdft.train.onpolicy import OnPolicyConfig, check_config, train_onpolicy
-from sdft.train.trainer import TrainConfig
+from sdft.core.config import OnPolicyConfig, TrainConfig
+from sdft.train.onpolicy import train_onpolicy
 
 STEPS = 2
 # The same run as the CLI flags below: 2 prompts x 2 samples per step, 8 sampled tokens each.
@@ -82,7 +82,7 @@ def _losses(out: Path) -> list[tuple[int, float]]:
 
 
 def test_teacher_prompt_holds_the_reference_and_the_student_prompt_does_not(tiny_model, reference_run):
-    from sdft.models import load_tokenizer
+    from sdft.core.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
     examples, spy = reference_run["examples"], reference_run["spy"]
@@ -150,9 +150,9 @@ def test_interrupted_cli_run_resumes_to_the_same_losses(tiny_model, data_file, r
 
 def test_bad_settings_are_refused_before_loading_a_model():
     with pytest.raises(ConfigError, match="num_generations"):
-        check_config(TrainConfig(batch_size=4, grad_accum=1), OnPolicyConfig(num_generations=8))
+        OnPolicyConfig(num_generations=8).check_with(TrainConfig(batch_size=4, grad_accum=1))
     with pytest.raises(ConfigError, match="teacher"):
-        check_config(TrainConfig(batch_size=8), OnPolicyConfig(teacher="frozen"))
+        OnPolicyConfig(teacher="frozen")
     with pytest.raises(ConfigError, match="methods"):
         load_config(None, ["methods=[sft, dpo]"])
     cfg = load_config(None, ["methods=[sft, sdft, onpolicy]", "onpolicy.topk=20"])
@@ -180,7 +180,7 @@ def test_report_has_an_on_policy_row(tmp_path):
 def test_run_trains_evaluates_and_reports_onpolicy(tiny_model, tmp_path):
     import yaml
 
-    from sdft.config import preset_path
+    from sdft.core.config import preset_path
 
     config = yaml.safe_load(preset_path("methods").read_text())
     assert config["methods"] == ["sft", "sdft", "onpolicy"]

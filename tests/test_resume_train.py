@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from sdft.cli import main
-from sdft.train.trainer import _latest_checkpoint
+from sdft.train.session import latest_checkpoint
 
 STEPS, SAVE = 12, 4
 
 KILLER = r'''
 import os, signal, sys
 from transformers import Trainer, TrainerState
-import sdft.train.trainer as trainer_module
+import sdft.train.session as trainer_module
 
 step, where = int(os.environ["KILL_STEP"]), os.environ["KILL_WHERE"]
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
@@ -63,7 +63,7 @@ elif where == "summary":  # training done, adapter and log saved, the done-marke
     trainer_module.write_json = write_json
 
 from sdft.cli import main
-from sdft.train.trainer import _latest_checkpoint
+from sdft.train.session import latest_checkpoint
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -122,7 +122,7 @@ def test_killed_train_resumes_like_uninterrupted(tiny_model, data_file, tmp_path
         assert not (out / "train_summary.json").exists()
         if kill_at[1] in ("save", "state"):  # a checkpoint-8 is on disk, but not whole
             assert (checkpoints / "checkpoint-8" / "adapter_model.safetensors").is_file()
-        assert _latest_checkpoint(checkpoints) == str(checkpoints / f"checkpoint-{expect_latest}"), kill_at
+        assert latest_checkpoint(checkpoints) == str(checkpoints / f"checkpoint-{expect_latest}"), kill_at
 
     proc = run(args)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from sdft.data.arithmetic import generate_arithmetic
-from sdft.distill.steps import wrong_steps
-from sdft.distill.verify import check
+from sdft.grading.steps import wrong_steps
+from sdft.grading.verify import check
 
 
 @pytest.mark.parametrize(

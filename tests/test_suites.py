@@ -12,19 +12,19 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
-from sdft.chat import render_chat
-from sdft.config import EvalConfig
+from sdft.core.chat import render_chat
+from sdft.core.config import EvalConfig
 from sdft.evaluate.judge import compare_to_seed
-from sdft.evaluate.likelihood import ResponseScore, response_nll, score_responses
+from sdft.engine.likelihood import ResponseScore, response_nll, score_responses
 from sdft.evaluate.stats import Z_95
 from sdft.evaluate.suite_function import score_function
 from sdft.evaluate.suite_knowledge import score_questions
 from sdft.evaluate.suite_math import MATH_SYSTEM, score_math
 from sdft.evaluate.suite_safety import score_safety
 from sdft.evaluate.suites import SUITES, run_suites, suite_settings
-from sdft.io import read_jsonl
-from sdft.errors import InputError
-from sdft.models import ModelSpec
+from sdft.core.io import read_jsonl
+from sdft.core.errors import InputError
+from sdft.core.config import ModelSpec
 
 BOGUS = ModelSpec("no-such/model-for-tests")  # loading it would fail: proves a test never loads a model
 
@@ -33,7 +33,7 @@ BOGUS = ModelSpec("no-such/model-for-tests")  # loading it would fail: proves a 
 def tiny():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sdft.models import load_tokenizer
+    from sdft.core.models import load_tokenizer
 
     tok = load_tokenizer("default")
     torch.manual_seed(0)
@@ -93,7 +93,7 @@ def test_response_nll_matches_hand_computation(tiny):
 
 def test_scoring_batches_keep_logits_within_budget(tiny, monkeypatch):
     """A smaller logits budget means more, smaller batches and the same scores."""
-    from sdft.evaluate import likelihood
+    from sdft.engine import likelihood
 
     model, tok = tiny
     prompts = [[{"role": "user", "content": f"Question {i}: " + "words " * (3 * i)}] for i in range(6)]
@@ -247,16 +247,16 @@ def test_results_of_other_settings_are_redone(tiny, tmp_path, change, capsys):
 
 
 def test_suites_decode_together_and_get_the_replies_they_would_alone(tiny, tmp_path, monkeypatch):
-    import sdft.resume
+    import sdft.engine.resumable
 
     calls = []
-    real = sdft.resume.generate_resumable
+    real = sdft.engine.resumable.generate_resumable
 
     def counted(model, tokenizer, prompts, *args, **kwargs):
         calls.append(len(prompts))
         return real(model, tokenizer, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(sdft.resume, "generate_resumable", counted)
+    monkeypatch.setattr(sdft.engine.resumable, "generate_resumable", counted)
     suites = ["math", "safety", "gap", "retention"]
     together = tmp_path / "together"
     run_tiny(tiny, tmp_path, suites, out=together, train_data=str(tiny_distilled(tmp_path)))
@@ -447,7 +447,7 @@ def test_identical_replies_are_ties_without_asking():
 
 
 def test_lm_eval_bridge_says_how_to_install(monkeypatch):
-    from sdft.errors import SetupError
+    from sdft.core.errors import SetupError
     from sdft.evaluate.lm_eval_bridge import run_lm_eval
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import fails as if not installed
@@ -470,7 +470,7 @@ def test_lm_eval_suite_reads_the_harness_output():
 
 
 def test_lm_eval_suite_says_what_it_needs(monkeypatch, tmp_path):
-    from sdft.errors import SetupError
+    from sdft.core.errors import SetupError
 
     with pytest.raises(InputError, match="lm_eval_tasks"):
         run_suites(BOGUS, None, EvalConfig(suites=["lm_eval"]), tmp_path)

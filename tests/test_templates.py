@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from sdft.data.example import Example
-from sdft.chat import render_chat
+from sdft.core.chat import render_chat
 from sdft.distill.templates import TEMPLATES, get_template, render_distill_prompt
 
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sdft.data.example import Example
-from sdft.train.attention import causal_attention, register, segment_attention, supports_segments
+from sdft.engine.attention import supports_segments
+from sdft.train.attention import causal_attention, register, segment_attention
 from sdft.train.data import IGNORE, PackedCollator, tokenize_example
 from sdft.train.trainer import _trainer_class
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from sdft.distill.verify import (
+from sdft.grading.verify import (
     BAN_PHRASES,
     REJECT_REASONS,
     STATUSES,

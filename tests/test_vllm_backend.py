@@ -1,9 +1,9 @@
-"""The vLLM backend against sdft.generation. The comparisons need vllm and a CUDA GPU and skip without them."""
+"""The vLLM backend against sdft.engine.decode. The comparisons need vllm and a CUDA GPU and skip without them."""
 
 import pytest
 import torch
 
-from sdft.generation import GenerationConfig
+from sdft.engine.decode import DecodeConfig
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def gpu():
 def distill_prompts(gpu):
     from sdft.data.load import load_examples
     from sdft.distill.templates import get_template, render_distill_prompt
-    from sdft.models import load_tokenizer, resolve_model
+    from sdft.core.models import load_tokenizer, resolve_model
 
     path = resolve_model("default")
     tok = load_tokenizer(path)
@@ -28,24 +28,25 @@ def distill_prompts(gpu):
 def test_missing_vllm_is_a_clear_error(monkeypatch):
     import importlib.util
 
-    from sdft import vllm_backend
+    from sdft.engine import vllm as vllm_backend
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    from sdft.errors import SetupError
+    from sdft.core.errors import SetupError
 
     with pytest.raises(SetupError, match="pip install 'sdft\\[vllm\\]'"):
-        vllm_backend.generate_vllm("default", ["hi"], GenerationConfig())
+        vllm_backend.generate_vllm("default", ["hi"], DecodeConfig())
 
 
 @pytest.mark.gpu
 def test_vllm_replies_match_our_engine(distill_prompts):
-    from sdft.generation import generate
-    from sdft.models import ModelSpec, load_model
-    from sdft.vllm_backend import generate_vllm
+    from sdft.engine.decode import generate
+    from sdft.core.models import load_model
+    from sdft.core.config import ModelSpec
+    from sdft.engine.vllm import generate_vllm
 
     path, prompts = distill_prompts
-    cfg = GenerationConfig(max_new_tokens=48)
+    cfg = DecodeConfig(max_new_tokens=48)
     model, tok = load_model(ModelSpec(path, dtype="bfloat16", device="cuda"))
     ours = generate(model, tok, prompts, cfg, progress=False)
     del model
@@ -58,10 +59,10 @@ def test_vllm_replies_match_our_engine(distill_prompts):
 
 @pytest.mark.gpu
 def test_vllm_stop_strings_and_data_parallel(distill_prompts):
-    from sdft.vllm_backend import generate_vllm
+    from sdft.engine.vllm import generate_vllm
 
     path, prompts = distill_prompts
-    cfg = GenerationConfig(max_new_tokens=48, stop=("=",))
+    cfg = DecodeConfig(max_new_tokens=48, stop=("=",))
     one = generate_vllm(path, prompts, cfg, dtype="bfloat16", gpu_memory_utilization=0.4, enforce_eager=True)
     assert all("=" not in reply for reply in one)
     if torch.cuda.device_count() < 2:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sdft.data.example import Example
-from sdft.errors import InputError
+from sdft.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sdft.chat import chat_messages
-from sdft.errors import InputError
+from sdft.core.chat import chat_messages
+from sdft.core.errors import InputError
 
 
 @dataclass

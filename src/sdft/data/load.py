@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 from sdft.data.arithmetic import generate_arithmetic
 from sdft.data.example import DataError, Example, Problem
 from sdft.data.gsm8k import normalize_gsm8k_answer
-from sdft.errors import InputError
+from sdft.core.errors import InputError
 
 CANONICAL = ("prompt", "response", "input", "id", "system", "messages", "history")
 EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")

@@ -5,14 +5,14 @@ than the reference does. A single greedy rewrite need not: a small model reading
 writes something it would never say unprompted. So, besides the greedy rewrite, a row can get
 `candidates - 1` sampled rewrites (the paper's code sampled its rewrites) and, with `self_answer`, the
 seed's own greedy answer to the plain instruction, without the reference. Every candidate goes through
-the same checks as the greedy rewrite (sdft.distill.verify); of those that pass, the row keeps the one
+the same checks as the greedy rewrite (sdft.grading.verify); of those that pass, the row keeps the one
 with the lowest mean per-token NLL under the training prompt, scored exactly as the gap suite scores
-training targets (sdft.evaluate.likelihood.response_nll). Each row records every candidate with its
+training targets (sdft.engine.likelihood.response_nll). Each row records every candidate with its
 verdict and NLL, and which kind it kept (`kept_kind`: greedy, sample, self_answer, or original when
 none passed).
 
 Sampled rows are seeded from the distill seed, the candidate number and the prompt's tokens
-(sdft.generation.row_seed), so the candidates do not depend on batching, on the processes sharing the
+(sdft.engine.decode.row_seed), so the candidates do not depend on batching, on the processes sharing the
 work, or on where an interrupted run resumed; rows with identical prompts get identical samples.
 Each sampled candidate set is generated resumably in its own folder inside the stage's parts folder;
 the self-answers decode together with the greedy rewrites (sdft.distill.stage).
@@ -25,18 +25,14 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sdft.chat import render_chat
+from sdft.core.chat import render_chat
 from sdft.data.example import Example
-from sdft.distill.verify import status
-from sdft.errors import InputError
-from sdft.generation import GenerationConfig
+from sdft.grading.verify import status
+from sdft.engine.decode import DecodeConfig, tokenize_prompts
 
 # Named sampling settings for `--sampling`. "paper": what the SDFT authors' code sampled rewrites with;
 # "model": the seed's distribution as it is.
-SAMPLING = {
-    "paper": {"temperature": 0.95, "top_p": 0.7, "top_k": 50},
-    "model": {"temperature": 1.0, "top_p": 1.0, "top_k": 0},
-}
+
 
 
 @dataclass
@@ -52,25 +48,32 @@ class Candidate:
         return {"kind": self.kind, "text": self.text, "reject_reason": self.reject_reason, "nll": self.nll}
 
 
+def hit_token_limit(tokenizer, replies: list[str | None], max_new_tokens: int) -> set[int]:
+    """Indices of replies that ran into max_new_tokens instead of ending (rejected as truncated).
+
+    Generation returns text only (the engines differ), so the reply is re-encoded. Re-encoding can
+    merge a few tokens the model produced separately, hence the small allowance: a reply that ends
+    on its own that close to the limit is rare, and a rejected row just keeps its reference.
+    """
+    slack = max(1, max_new_tokens // 50)
+    texts = [(i, r) for i, r in enumerate(replies) if r]
+    if not texts:
+        return set()
+    ids = tokenize_prompts(tokenizer, [r for _, r in texts])
+    return {i for (i, _), n in zip(texts, map(len, ids)) if n >= max_new_tokens - slack}
+
+
+def spread(texts: list[str], live: list[int], n: int) -> list[str | None]:
+    """Replies to the `live` rows placed at their rows among `n`; the others get None."""
+    out: list[str | None] = [None] * n
+    for i, text in zip(live, texts, strict=True):
+        out[i] = text
+    return out
+
+
 def enabled(cfg) -> bool:
     """Whether the distill settings ask for more than the greedy rewrite."""
     return cfg.candidates > 1 or cfg.self_answer
-
-
-def validate(cfg) -> None:
-    """Refuse settings that cannot work, before any model is loaded (DistillConfig calls this)."""
-    if not isinstance(cfg.candidates, int) or cfg.candidates < 1:
-        raise InputError(f"distill candidates must be a whole number >= 1, got {cfg.candidates!r}")
-    if cfg.candidates > 1:
-        if not cfg.temperature > 0:
-            raise InputError(f"distill temperature must be > 0 to sample candidates, got {cfg.temperature!r}")
-        if not 0 < cfg.top_p <= 1:
-            raise InputError(f"distill top_p must be in (0, 1], got {cfg.top_p!r}")
-        if not isinstance(cfg.top_k, int) or cfg.top_k < 0:
-            raise InputError(f"distill top_k must be a whole number >= 0 (0: off), got {cfg.top_k!r}")
-    if enabled(cfg) and cfg.backend != "transformers":
-        # choosing among candidates scores them with the loaded model, which the vLLM path does not load
-        raise InputError("distill candidates > 1 and self_answer need the transformers backend")
 
 
 def candidate_seed(seed: int, k: int) -> int:
@@ -84,12 +87,11 @@ def self_answer_prompts(tokenizer, examples: list[Example], live: list[int]) -> 
 
 
 def sample_candidates(model, tokenizer, examples: list[Example], prompts: list[str], live: list[int], cfg,
-                      gen: GenerationConfig, parts: Path, key: str, force: bool = False,
+                      gen: DecodeConfig, parts: Path, key: str, force: bool = False,
                       progress: bool = True) -> list[tuple[str, list[str | None]]]:
     """("sample", reply per example) for each sampled rewrite set; rows not in `live` get None. Each set
     resumes from its own folder under `parts`."""
-    from sdft.distill.stage import spread
-    from sdft.resume import generate_resumable
+    from sdft.engine.resumable import generate_resumable
 
     out = []
     for k in range(1, cfg.candidates):
@@ -107,7 +109,7 @@ def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[li
     per row the index of the candidate to keep: the passing one with the lowest NLL (the first of
     equals), None when none passes. A row with one passing text keeps it unscored (nll None): scoring
     every candidate took a quarter of a distillation for choices that were never in doubt."""
-    from sdft.evaluate.likelihood import response_nll
+    from sdft.engine.likelihood import response_nll
 
     for ex, cands in zip(examples, per_row):
         for c in cands:
@@ -132,13 +134,11 @@ def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[li
 
 
 def add_candidates(model, tokenizer, examples: list[Example], rows: list[dict], prompts: list[str], live: list[int],
-                   task: str, cfg, gen: GenerationConfig, parts: Path, key: str,
+                   task: str, cfg, gen: DecodeConfig, parts: Path, key: str,
                    self_answers: list[str | None] | None = None, force: bool = False, progress: bool = True) -> None:
     """Sample the extra rewrites and let each row in `live` keep the best passing candidate (rows as
     `build_rows` made them, with the greedy rewrite as `distilled`; updated in place). `self_answers`
     (per example, decoded with the rewrites) join as candidates when given."""
-    from sdft.distill.stage import hit_token_limit
-
     sets = [("greedy", [r["distilled"] for r in rows])]
     sets += sample_candidates(model, tokenizer, examples, prompts, live, cfg, gen, parts, key, force, progress)
     if self_answers is not None:

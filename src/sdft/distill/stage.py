@@ -1,7 +1,7 @@
 """The distillation stage: the seed model rewrites every reference response, the rewrite is checked,
 and each row keeps either the rewrite or the original, with its provenance.
 
-Replies are written batch by batch into `<out>.parts/` (see sdft.resume), so a killed run resumes
+Replies are written batch by batch into `<out>.parts/` (see sdft.core.runstate), so a killed run resumes
 where it stopped; the final JSONL appears only when every batch is done (written aside, renamed).
 """
 
@@ -10,59 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from sdft.data.example import Example
-from sdft.distill.candidates import self_answer_prompts
+from sdft.distill.candidates import hit_token_limit, self_answer_prompts, spread
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
-from sdft.distill.verify import status
-from sdft.errors import InputError
-from sdft.generation import GenerationConfig, tokenize_prompts
-from sdft.io import atomic_write, write_json
-from sdft.resume import StaleStateError, finish, generate_resumable, process_state
-
-
-@dataclass
-class DistillConfig:
-    template: str | None = None  # built-in name or file; None: the task's default
-    # Prompts per batch (the unit that is resumed and shared out across processes); within a batch at
-    # most max_rows rows decode at once, and a finished row takes the next waiting prompt.
-    batch_size: int = 256
-    max_new_tokens: int = 512
-    max_batch_tokens: int = 32768  # rows at once x (prompt + max_new_tokens): bounds KV-cache memory
-    max_rows: int = 48  # per worker; 48 suits 2-4 CPU cores; raise it on a GPU
-    # Processes a batch decodes in on a CPU, one thread each (sdft.generation_workers); 0: one per core
-    # on CPUs with 2-4 threads for batches of 96 prompts or more, else 1.
-    workers: int = 0
-    backend: str = "transformers"  # or "vllm" (GPU only; see sdft.vllm_backend)
-    tensor_parallel: int = 1  # vllm: GPUs per model replica
-    data_parallel: int = 1  # vllm: model replicas, each on a shard of the prompts
-    # Candidates (sdft.distill.candidates): besides the greedy rewrite, candidates - 1 sampled ones and,
-    # with self_answer, the seed's own answer to the plain instruction; a row keeps the passing one the
-    # seed finds most likely under the training prompt. Sampling settings as in transformers' generate
-    # (top_k 0 and top_p 1: off); `--sampling paper` sets the SDFT paper's 0.95 / 0.7 / 50.
-    candidates: int = 1
-    self_answer: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-
-    def __post_init__(self):
-        from sdft.distill.candidates import validate
-
-        validate(self)
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise InputError(f"distill workers must be 0 (auto) or a whole number >= 1, got {self.workers!r}")
-
-
-def summary_path(out: Path) -> Path:
-    return out.with_name(out.name + ".summary.json")
-
-
-def parts_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".parts")
+from sdft.grading.verify import status
+from sdft.core.config import DistillConfig
+from sdft.core.errors import InputError
+from sdft.core.layout import parts_dir, summary_path
+from sdft.engine.decode import DecodeConfig, tokenize_prompts
+from sdft.core.io import atomic_write, write_json
+from sdft.core.runstate import StaleStateError, finish, holds, process_state
+from sdft.engine.resumable import generate_resumable
 
 
 def build_rows(examples: list[Example], replies: list[str | None], task: str, template: DistillTemplate,
@@ -112,21 +73,6 @@ def summarize(rows: list[dict], task: str) -> dict:
     }
 
 
-def hit_token_limit(tokenizer, replies: list[str | None], max_new_tokens: int) -> set[int]:
-    """Indices of replies that ran into max_new_tokens instead of ending (rejected as truncated).
-
-    Generation returns text only (the engines differ), so the reply is re-encoded. Re-encoding can
-    merge a few tokens the model produced separately, hence the small allowance: a reply that ends
-    on its own that close to the limit is rare, and a rejected row just keeps its reference.
-    """
-    slack = max(1, max_new_tokens // 50)
-    texts = [(i, r) for i, r in enumerate(replies) if r]
-    if not texts:
-        return set()
-    ids = tokenize_prompts(tokenizer, [r for _, r in texts])
-    return {i for (i, _), n in zip(texts, map(len, ids)) if n >= max_new_tokens - slack}
-
-
 def unverified_note(summary: dict) -> str:
     """'; 3 of them unverified' when some kept rewrites could not be checked against their reference."""
     n = summary.get("accepted_unverified") or 0
@@ -143,14 +89,6 @@ def context_limit(model, tokenizer, max_context: int | None = None) -> int:
     return min((n for n in limits if isinstance(n, int) and 0 < n < 10**9), default=10**9)
 
 
-def spread(texts: list[str], live: list[int], n: int) -> list[str | None]:
-    """Replies to the `live` rows placed at their rows among `n`; the others get None."""
-    out: list[str | None] = [None] * n
-    for i, text in zip(live, texts, strict=True):
-        out[i] = text
-    return out
-
-
 def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
                 examples: list[Example], limit: int | None = None, dtype: str | None = None) -> str:
     h = hashlib.sha256()
@@ -165,16 +103,16 @@ def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: Dist
     return h.hexdigest()
 
 
+@holds("out")
 def distill(model, tokenizer, model_name: str, examples: list[Example], task: str, out: str | Path,
-            cfg: DistillConfig, force: bool = False, max_context: int | None = None,
-            progress: bool = True, revision: str | None = None) -> dict:
+            cfg: DistillConfig, force: bool = False, progress: bool = True, revision: str | None = None) -> dict:
     """Run (or resume) distillation into `out` (JSONL); returns the summary. `revision` is the model's hub
     revision: the vLLM backend loads it, and it keys the saved state (the transformers model comes loaded)."""
     state = process_state()
     out = Path(out)
     template = get_template(cfg.template, task)
     prompts = [render_distill_prompt(tokenizer, template, ex) for ex in examples]
-    limit = context_limit(model, tokenizer, max_context)
+    limit = context_limit(model, tokenizer, cfg.max_context)
     # The dtype the model runs in is part of the key: bf16 and fp32 greedy replies differ at near-ties.
     dtype = str(next(model.parameters()).dtype) if model is not None else "vllm"
     key = fingerprint(model_name if revision is None else f"{model_name}@{revision}", task, template, cfg, prompts,
@@ -191,13 +129,13 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     lengths = [len(p) for p in tokenize_prompts(tokenizer, prompts)]
     too_long = {i for i, n in enumerate(lengths) if n + cfg.max_new_tokens > limit}
     live = [i for i in range(len(examples)) if i not in too_long]
-    gen = GenerationConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens, max_rows=cfg.max_rows,
+    gen = DecodeConfig(cfg.max_new_tokens, cfg.batch_size, cfg.max_batch_tokens, max_rows=cfg.max_rows,
                            workers=cfg.workers)
     self_answers = None
     if cfg.backend == "vllm":
         # vLLM schedules the whole set itself; a killed vLLM run restarts this stage from the beginning.
-        from sdft.models import resolve_model
-        from sdft.vllm_backend import generate_vllm
+        from sdft.core.models import resolve_model
+        from sdft.engine.vllm import generate_vllm
 
         texts = generate_vllm(resolve_model(model_name), [prompts[i] for i in live], gen,
                               tensor_parallel_size=cfg.tensor_parallel, data_parallel_size=cfg.data_parallel,

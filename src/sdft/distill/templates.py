@@ -1,5 +1,5 @@
 """Distillation prompts: the seed model is shown the task and the reference answer and asked to answer
-in its own words. Every template is rendered through the model's own chat template (sdft.chat).
+in its own words. Every template is rendered through the model's own chat template (sdft.core.chat).
 
 The example's own system prompt and chat history are part of the task, so the prompt carries them as
 training does: history as earlier turns, and the system prompt as the system turn, followed by the
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from sdft.chat import chat_messages, render_chat
+from sdft.core.chat import chat_messages, render_chat
 from sdft.data.example import Example
-from sdft.errors import InputError
+from sdft.core.errors import InputError
 
 _FIRST = "Below are an instruction that describes a task along with a reference answer."
 

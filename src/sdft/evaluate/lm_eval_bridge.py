@@ -6,8 +6,8 @@ harness downloads its datasets from the hub, while the built-in knowledge suite 
 
 from __future__ import annotations
 
-from sdft.errors import SetupError
-from sdft.models import resolve_model
+from sdft.core.errors import SetupError
+from sdft.core.models import resolve_model
 
 # Short names -> harness task names (truthfulqa's multiple-choice variant; ARC's challenge set).
 LM_EVAL_TASKS = {

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sdft.chat import chat_messages, render_chat
-from sdft.config import EvalConfig
+from sdft.core.chat import chat_messages, render_chat
+from sdft.core.config import EvalConfig
 from sdft.evaluate.stats import Metric, mean_metric
-from sdft.models import ModelSpec
+from sdft.core.config import ModelSpec
 
 
 @dataclass
@@ -56,8 +56,8 @@ class SuiteContext:
 
     def generate(self, conversations: list[list[dict]], part: str = "replies") -> list[str]:
         """Greedy replies to chat conversations, resumable under `<suite_dir>/<part>.parts/`."""
-        from sdft.evaluate.generate import eval_generation, generation_key
-        from sdft.resume import generate_resumable
+        from sdft.evaluate.replies import eval_generation, generation_key
+        from sdft.engine.resumable import generate_resumable
 
         prompts = [render_chat(self.tokenizer, messages) for messages in conversations]
         if not prompts:

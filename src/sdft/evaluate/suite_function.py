@@ -7,10 +7,10 @@ Rows whose reference does not parse as a Python call cannot be scored and are le
 
 from __future__ import annotations
 
-from sdft.config import EvalConfig
+from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
-from sdft.distill.verify import calls_equal, calls_match_loosely, extract_calls, parse_call
-from sdft.errors import InputError
+from sdft.grading.verify import calls_equal, calls_match_loosely, extract_calls, parse_call
+from sdft.core.errors import InputError
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
 

@@ -12,13 +12,13 @@ carried by a few rows, the share says how general the premise holds. Per-row val
 
 from __future__ import annotations
 
-from sdft.chat import chat_messages
-from sdft.config import EvalConfig
-from sdft.errors import InputError
-from sdft.evaluate.likelihood import response_nll
+from sdft.core.chat import chat_messages
+from sdft.core.config import EvalConfig
+from sdft.core.errors import InputError
+from sdft.engine.likelihood import response_nll
 from sdft.evaluate.stats import proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite
-from sdft.io import read_jsonl
+from sdft.core.io import read_jsonl
 
 FIELDS = ("prompt", "original", "response", "accepted")
 

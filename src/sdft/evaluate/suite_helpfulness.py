@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdft.config import EvalConfig
+from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
 from sdft.evaluate.builtin_sets import RETENTION, load_resource
 from sdft.evaluate.judge import JudgeConfig, JudgeError, compare_to_seed
 from sdft.evaluate.stats import Metric, mean_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, mean_of_finite, note, user_turn
-from sdft.io import read_jsonl, write_json
+from sdft.core.io import read_jsonl, write_json
 
 ALPACA_EVAL_FILE = "alpaca_eval_outputs.json"
 JUDGE_SEED = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sdft.config import EvalConfig
+from sdft.core.config import EvalConfig
 from sdft.evaluate.stats import proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, user_turn
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sdft.errors import InputError
+from sdft.core.errors import InputError
 from sdft.evaluate.builtin_sets import KNOWLEDGE, load_resource
-from sdft.evaluate.likelihood import ResponseScore, score_responses
+from sdft.engine.likelihood import ResponseScore, score_responses
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, user_turn
-from sdft.io import read_jsonl
+from sdft.core.io import read_jsonl
 
 
 def load_questions(source: str | None, limit: int | None = None) -> list[dict]:

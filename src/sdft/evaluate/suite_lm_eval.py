@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from sdft.config import EvalConfig
-from sdft.errors import InputError, SetupError
+from sdft.core.config import EvalConfig
+from sdft.core.errors import InputError, SetupError
 from sdft.evaluate.lm_eval_bridge import LM_EVAL_TASKS, run_lm_eval
 from sdft.evaluate.stats import Z_95, Metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, note

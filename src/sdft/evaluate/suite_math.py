@@ -6,9 +6,9 @@ built-in arithmetic generator with a seed that training data never uses, so it i
 
 from __future__ import annotations
 
-from sdft.config import EvalConfig
+from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
-from sdft.distill.verify import extract_math_answer, math_answers_equal
+from sdft.grading.verify import extract_math_answer, math_answers_equal
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
 

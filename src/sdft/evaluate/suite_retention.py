@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdft.config import EvalConfig
-from sdft.errors import InputError
+from sdft.core.config import EvalConfig
+from sdft.core.errors import InputError
 from sdft.evaluate.builtin_sets import RETENTION, load_resource
-from sdft.evaluate.likelihood import response_nll
+from sdft.engine.likelihood import response_nll
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite, user_turn
-from sdft.io import read_jsonl
+from sdft.core.io import read_jsonl
 
 
 def seed_predictions(seed_dir: str | Path) -> Path:

@@ -6,7 +6,7 @@ probe set. Refusals are judged with the Zou et al. keyword list, as in the SDFT 
 
 from __future__ import annotations
 
-from sdft.config import EvalConfig
+from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
 from sdft.evaluate.builtin_sets import SAFETY, load_resource
 from sdft.evaluate.refusal import is_refusal, with_suffix

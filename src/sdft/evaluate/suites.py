@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sdft.config import EvalConfig
-from sdft.errors import InputError
+from sdft.core.runstate import holds
+from sdft.core.config import EvalConfig
+from sdft.core.errors import InputError
 from sdft.evaluate import (
     suite_function,
     suite_gap,
@@ -39,9 +40,9 @@ from sdft.evaluate import (
     suite_safety,
 )
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
-from sdft.io import write_json, write_jsonl
-from sdft.memory import release_freed_memory
-from sdft.models import ModelSpec
+from sdft.core.io import write_json, write_jsonl
+from sdft.core.allocator import release_freed_memory
+from sdft.core.config import ModelSpec
 
 
 def _no_check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
@@ -120,7 +121,7 @@ def source_digest(source: str | None) -> str | None:
 def suite_settings(name: str, spec: ModelSpec, adapter: str | None, cfg: EvalConfig, train_data: str | None,
                    seed_dir: Path | None) -> dict:
     """Everything that decides a suite's results; a saved result is reused only under equal settings."""
-    from sdft.models import pick_device, pick_dtype
+    from sdft.core.models import pick_device, pick_dtype
 
     suite = SUITES[name]
     model = {"name": spec.name, "revision": spec.revision,
@@ -193,6 +194,7 @@ def write_suite(suite_dir: Path, suite: str, result: SuiteResult) -> list[dict]:
     return entries
 
 
+@holds("out_dir")
 def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: str | Path,
                train_data: str | None = None, seed_dir: str | Path | None = None, force: bool = False,
                model=None, tokenizer=None, progress: bool = True) -> dict[str, list[dict]]:
@@ -237,11 +239,11 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
         SUITES[name].check(cfg, train_data, seed_dir)
     need_model = any(SUITES[name].needs_model(cfg) for name in todo)
     if need_model and model is None:
-        from sdft.models import load_model
+        from sdft.core.models import load_model
 
         model, tokenizer = load_model(spec, adapter)
     elif need_model and tokenizer is None:
-        from sdft.models import load_tokenizer
+        from sdft.core.models import load_tokenizer
 
         tokenizer = load_tokenizer(spec.name, spec.trust_remote_code, spec.revision)
 
@@ -270,7 +272,7 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
         if progress:
             print(f"      eval {name}: {time.perf_counter() - started:.1f} s", flush=True)
     if joint_parts:
-        from sdft.resume import finish
+        from sdft.core.runstate import finish
 
         for parts in joint_parts:
             finish(parts)
@@ -281,9 +283,9 @@ def decode_together(contexts: list[SuiteContext], out_dir: Path) -> tuple[dict[s
     """Decode in one call the prompts of the suites that generate with the same settings, and hand each
     suite its replies (`ctx.decoded`). Returns {suite: the suites it was decoded with} and the parts
     folders to delete once every suite is written. A suite alone in its group decodes in its own run."""
-    from sdft.chat import render_chat
-    from sdft.evaluate.generate import eval_generation, generation_key
-    from sdft.resume import generate_resumable
+    from sdft.core.chat import render_chat
+    from sdft.evaluate.replies import eval_generation, generation_key
+    from sdft.engine.resumable import generate_resumable
 
     groups: dict[tuple[int, int], list[SuiteContext]] = defaultdict(list)
     for ctx in contexts:

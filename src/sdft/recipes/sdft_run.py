@@ -4,14 +4,7 @@ seed, SFT and SDFT models side by side, and write the report.
 Each stage leaves a marker file when it is done (a summary or metrics file, written last), so a rerun
 skips finished stages and resumes unfinished ones; `force` redoes everything.
 
-Run folder layout:
-    config.yaml, environment.json        resolved config, library versions, seeds
-    stages.json                          wall time and peak memory of each stage of the latest run
-    distilled.jsonl (+ .summary.json)    the distilled training set with provenance
-    train/{sft,sdft,onpolicy}/seed-N/    adapter/, train_log.jsonl, loss.png, train_summary.json
-    eval/seed/<suite>/                   predictions.jsonl, metrics.json
-    eval/{sft,sdft,onpolicy}/seed-N/<suite>/   (the methods of the config's `methods`)
-    loss_curves.png, report.md, report.html
+The run folder's layout is sdft.core.layout's.
 """
 
 from __future__ import annotations
@@ -27,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from sdft.config import RunConfig
-from sdft.io import atomic_write, write_json
-from sdft.memory import release_freed_memory
+from sdft.core.runstate import holds
+from sdft.core.config import METHODS, RunConfig
+from sdft.core.layout import distilled_columns, distilled_path, eval_dir, train_dir
+from sdft.core.io import atomic_write, write_json
+from sdft.core.allocator import release_freed_memory
 
-# method -> the distilled-file column it trains on (onpolicy: the teacher's reference; sdft.train.onpolicy)
-METHODS = {"sft": "original", "sdft": "response", "onpolicy": "original"}
 
 
 def environment() -> dict:
@@ -48,19 +41,6 @@ def environment() -> dict:
 
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
-
-
-def distilled_columns(target: str) -> dict[str, str]:
-    """How a distilled JSONL is read for training: the original prompt parts, and one response column."""
-    return {"prompt": "instruction", "input": "input", "response": target}
-
-
-def train_dir(out: Path, method: str, seed: int) -> Path:
-    return out / "train" / method / f"seed-{seed}"
-
-
-def eval_dir(out: Path, method: str, seed: int | None = None) -> Path:
-    return out / "eval" / method if seed is None else out / "eval" / method / f"seed-{seed}"
 
 
 class StageLog:
@@ -89,11 +69,12 @@ class StageLog:
         print(f"      {name}: {seconds:.0f} s, peak memory so far {peak_mb / 1024:.2f} GB{children}", flush=True)
 
 
+@holds("out")
 def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = False) -> None:
     from sdft.data.load import load_examples
     from sdft.distill.stage import distill, unverified_note
-    from sdft.models import load_model
-    from sdft.train.onpolicy import check_config, train_onpolicy
+    from sdft.core.models import load_model
+    from sdft.train.onpolicy import train_onpolicy
     from sdft.train.trainer import train
 
     out = Path(out)
@@ -105,10 +86,8 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
 
     # Validate every row and setting before any model is loaded.
     examples = load_examples(cfg.data.source, cfg.data.columns, cfg.data.limit)
-    if "onpolicy" in cfg.methods:
-        check_config(cfg.train, cfg.onpolicy)
     print(f"[1/4] distill: {len(examples)} examples from {cfg.data.source} (task {cfg.data.task})", flush=True)
-    distilled = out / "distilled.jsonl"
+    distilled = distilled_path(out)
     with stage("distill"):
         model, tok = load_model(cfg.model)
         summary = distill(model, tok, cfg.model.name, examples, cfg.data.task, distilled, cfg.distill, force=force,

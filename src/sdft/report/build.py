@@ -27,7 +27,7 @@ import jinja2
 import yaml
 from markupsafe import Markup, escape
 
-from sdft.io import atomic_write
+from sdft.core.io import atomic_write
 from sdft.report.verdict import AXES, Rows, verdict_line, verdicts
 
 ROWS = {"seed": "Seed", "sft": "SFT", "sdft": "SDFT", "onpolicy": "SDFT (on-policy)"}  # run-folder name -> label

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # no display; must precede the pyplot import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sdft.io import atomic_write  # noqa: E402
+from sdft.core.io import atomic_write  # noqa: E402
 
 COLORS = {"Seed": "#7f7f7f", "SFT": "#1f77b4", "SDFT": "#ff7f0e",
           "original": "#1f77b4", "distilled": "#ff7f0e"}

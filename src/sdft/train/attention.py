@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+
 NAME = "sdft_segments"
 
 
@@ -65,11 +66,3 @@ def register() -> str:
     AttentionInterface.register(NAME, segment_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
-
-
-def supports_segments(config) -> bool:
-    """Plain causal attention in every layer: no sliding windows, no logit soft-capping."""
-    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
-    layer_types = getattr(config, "layer_types", None) or []
-    return (not sliding and "sliding_attention" not in layer_types
-            and not getattr(config, "attn_logit_softcapping", None))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sdft.chat import split_for_training
+from sdft.core.chat import split_for_training
 from sdft.data.example import Example
 
 IGNORE = -100
@@ -28,7 +28,7 @@ class Tokenized:
 def tokenize_example(tokenizer, example: Example, response: str, max_length: int) -> Tokenized | None:
     """The example's chat (system prompt, history, user turn) as prompt, `response` as the only target.
 
-    Rendering goes through sdft.chat, as for distillation and generation: a system prompt is folded into
+    Rendering goes through sdft.core.chat, as for distillation and generation: a system prompt is folded into
     the first user turn where the template has no system role, and earlier assistant turns of the
     history are context (no loss). Returns None when the prompt alone leaves no room for a response
     within `max_length` (the row is skipped and counted); a response that doesn't fit is cut there.

@@ -17,7 +17,7 @@ Terms (bytes):
                tokens batch_size rows hold): the logits and their gradient in the model dtype; under
                autocast accelerate's fp32 copy and its fp32 gradient instead of one of them
   runtime      the framework, CUDA context, kernel workspaces, allocator slack (a fixed 1 GiB; 0.8 GiB
-               measured outside PyTorch's pool on an H200, with expandable segments: sdft.allocator)
+               measured outside PyTorch's pool on an H200, with expandable segments: sdft.core.allocator)
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from sdft.errors import InputError, SetupError
+from sdft.core.errors import InputError, SetupError
 from sdft.train.data import IGNORE
-from sdft.train.trainer import uses_autocast
+from sdft.train.lora import lora_config, uses_autocast
 
 GIB = 1024**3
 RUNTIME_BYTES = 1 * GIB
@@ -97,10 +97,8 @@ def _text_config(config):
 def model_shape(config, cfg, trust_remote_code: bool = False) -> ModelShape:
     """Parameter counts from a meta-device build of `config` with `cfg`'s LoRA adapters attached."""
     from accelerate import init_empty_weights
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from sdft.train.trainer import lora_targets
 
     with init_empty_weights(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # deprecation notes from peft/transformers internals
@@ -109,8 +107,7 @@ def model_shape(config, cfg, trust_remote_code: bool = False) -> ModelShape:
     out = model.get_output_embeddings()
     quantizable = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
                       for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not out)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
+    lora = lora_config(cfg)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -187,7 +184,7 @@ def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cud
 def load_config(model_name: str, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoConfig
 
-    from sdft.models import resolve_model
+    from sdft.core.models import resolve_model
 
     return AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code,
                                       revision=revision)

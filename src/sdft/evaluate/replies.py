@@ -6,22 +6,23 @@ import hashlib
 import json
 from pathlib import Path
 
-from sdft.chat import render_chat
+from sdft.core.chat import render_chat
 from sdft.data.example import Example
-from sdft.generation import GenerationConfig
-from sdft.io import atomic_write
-from sdft.resume import finish, generate_resumable, process_state
+from sdft.engine.decode import DecodeConfig
+from sdft.core.io import atomic_write
+from sdft.core.runstate import finish, holds, process_state
+from sdft.engine.resumable import generate_resumable
 
 
-def eval_generation(max_new_tokens: int, batch_size: int) -> GenerationConfig:
+def eval_generation(max_new_tokens: int, batch_size: int) -> DecodeConfig:
     """How evaluation decodes: a batch's prompts all at once (eval batches are small; with fewer rows
     than prompts, the last prompts would wait for rows to free and decode as a second, thin wave), in
     this process: CPU decoding workers each hold their own working memory, and on the demo's short eval
     prompts (128 at once) 2 workers took the whole run to 3.1 GB against 2.4 GB for ~10% less time."""
-    return GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size, workers=1)
+    return DecodeConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size, workers=1)
 
 
-def generation_key(spec, adapter: str | None, prompts: list[str], gen: GenerationConfig, model=None) -> str:
+def generation_key(spec, adapter: str | None, prompts: list[str], gen: DecodeConfig, model=None) -> str:
     # The dtype the model really runs in (spec.dtype may say "auto"): bf16 and fp32 replies differ at near-ties.
     dtype = str(next(model.parameters()).dtype) if model is not None else spec.dtype
     h = hashlib.sha256(json.dumps([spec.name, dtype, adapter, gen.max_new_tokens, gen.batch_size,
@@ -33,11 +34,12 @@ def generation_key(spec, adapter: str | None, prompts: list[str], gen: Generatio
     return h.hexdigest()
 
 
+@holds("out")
 def generate_file(spec, adapter: str | None, examples: list[Example], out: str | Path, batch_size: int = 32,
                   max_new_tokens: int = 512, system: str | None = None, force: bool = False,
                   model=None, tokenizer=None, progress: bool = True) -> int:
     """Write one row per example (id, prompt, output, reference, generator) in input order."""
-    from sdft.models import load_model
+    from sdft.core.models import load_model
 
     out = Path(out)
     if model is None:

@@ -66,8 +66,6 @@ def register() -> str:
 
 def supports_plain_attention(model) -> bool:
     """sdpa attention on a CPU, every layer plain causal attention over the whole cache."""
-    from sdft.train.attention import supports_segments
-
     config = model.config
     return (getattr(config, "_attn_implementation", None) == "sdpa" and model.device.type == "cpu"
             and supports_segments(config))
@@ -89,3 +87,12 @@ def generation_attention(model):
         yield WINDOW_PARTS
     finally:
         config._attn_implementation = "sdpa"
+
+
+def supports_segments(config) -> bool:
+    """Plain causal attention in every layer: no sliding windows, no logit soft-capping (so a sequence can
+    be attended to piece by piece, or a cache window by window)."""
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    layer_types = getattr(config, "layer_types", None) or []
+    return (not sliding and "sliding_attention" not in layer_types
+            and not getattr(config, "attn_logit_softcapping", None))

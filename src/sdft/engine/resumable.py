@@ -13,28 +13,14 @@ mistaken for progress. Parts saved for other inputs or settings are refused, nev
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
-from sdft.generation import GenerationConfig, iter_generate, plan_generation, tokenize_prompts
-from sdft.io import atomic_write, fsync_dir, write_json
+from sdft.core.io import atomic_write, write_json
+from sdft.core.runstate import StaleStateError, process_state, remove_tree
+from sdft.engine.decode import DecodeConfig, iter_generate, plan_generation, tokenize_prompts
 
 
-def process_state():
-    """This process's place among `accelerate launch` processes (rank 0 of 1 when not launched)."""
-    import torch
-    from accelerate import PartialState
-
-    # Without GPUs, accelerate joins the launched processes into one group only when asked for CPU.
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-class StaleStateError(RuntimeError):
-    """Saved partial results belong to different inputs or settings."""
-
-
-def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConfig, parts: Path, key: str,
+def generate_resumable(model, tokenizer, prompts: list[str], gen: DecodeConfig, parts: Path, key: str,
                        force: bool = False, desc: str = "generate", progress: bool = True,
                        drop_stale: bool = False) -> list[str]:
     """Replies to `prompts` in input order, every process returning the full list.
@@ -82,23 +68,3 @@ def generate_resumable(model, tokenizer, prompts: list[str], gen: GenerationConf
     if missing:
         raise RuntimeError(f"{missing} prompts have no reply in {parts}; rerun to finish them")
     return replies  # type: ignore[return-value]
-
-
-def finish(parts: Path) -> None:
-    """Drop the parts folder once the final file is in place (main process only)."""
-    state = process_state()
-    state.wait_for_everyone()
-    if state.is_main_process:
-        remove_tree(Path(parts))
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a folder so that it is gone at once: rename it aside first (atomic), then delete that."""
-    trash = path.with_name(f".{path.name}.trash")
-    shutil.rmtree(trash, ignore_errors=True)  # left by a kill during an earlier delete
-    try:
-        os.replace(path, trash)
-    except FileNotFoundError:
-        return
-    fsync_dir(path.parent)
-    shutil.rmtree(trash, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Checks on model replies: final math answers, Python function calls, code blocks, ban phrases,
-loops, and (through sdft.distill.steps) the arithmetic of worked answers.
+loops, and (through sdft.grading.steps) the arithmetic of worked answers.
 
 `check` is the SDFT distillation filter: a rewritten (distilled) response is kept only if
 it passes, otherwise the original reference response is used; `status` adds whether the check
@@ -19,7 +19,7 @@ from typing import Any
 
 from math_verify import parse, verify
 
-from sdft.distill.steps import wrong_steps
+from sdft.grading.steps import wrong_steps
 
 # Phrases that show the model talking about the distillation prompt instead of answering.
 BAN_PHRASES: tuple[str, ...] = (
@@ -40,7 +40,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "no_call",
     "call_mismatch",
     "no_code_block",
-    "wrong_step",  # math: an equation in the reply's work does not hold (see sdft.distill.steps)
+    "wrong_step",  # math: an equation in the reply's work does not hold (see sdft.grading.steps)
     "repetition",  # a line or a long run of words repeated: the model looped
     "truncated",  # the reply hit the token limit before it ended
 )

@@ -4,7 +4,7 @@ Prompts are sorted by length into batches; a batch is the unit that is resumed, 
 processes and yielded. Within a batch, up to `max_rows` rows decode together against one
 pre-allocated KV cache, and a row that finishes hands its place to the batch's next waiting prompt,
 so the matrix multiplies stay wide instead of trailing off with a few long replies. On a CPU with a few
-cores, a batch is dealt out to one single-threaded process per core (`sdft.generation_workers`). The prompt prefix
+cores, a batch is dealt out to one single-threaded process per core (`sdft.engine.workers`). The prompt prefix
 that every prompt of a batch shares (the chat template and system prompt of a distillation template)
 is run once and copied to every row.
 
@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from sdft.generation_attention import generation_attention
-from sdft.generation_workers import decode_in_workers, decode_workers
+from sdft.engine.attention import generation_attention
+from sdft.engine.workers import decode_in_workers, decode_workers
 
 # Called as soon as a reply is finished, with the prompt's index in the batch and its new-token count:
 # rows finish one by one (a refilled row hands its place on), so progress can move per prompt.
@@ -33,7 +33,7 @@ OnDone = Callable[[int, int], None]
 
 
 @dataclass
-class GenerationConfig:
+class DecodeConfig:
     max_new_tokens: int = 256
     batch_size: int = 32  # prompts per planned batch: the unit that is resumed, sharded and yielded
     # Caps rows decoded at once x (batch's longest prompt + new tokens): bounds KV-cache memory. Long
@@ -57,7 +57,7 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0
     seed: int = 0  # mixed with each prompt's tokens into that row's own random generator
-    # Processes a batch decodes in on a CPU, one thread each (sdft.generation_workers); max_rows and
+    # Processes a batch decodes in on a CPU, one thread each (sdft.engine.workers); max_rows and
     # max_batch_tokens hold per process. 0: auto, one per core on CPUs with 2-4 threads for batches
     # of 96 prompts or more, else 1.
     workers: int = 0
@@ -82,14 +82,14 @@ def plan_batches(lengths: list[int], batch_size: int, max_new_tokens: int = 0,
     return batches
 
 
-def plan_generation(prompt_ids: list[list[int]], cfg: GenerationConfig) -> list[list[int]]:
+def plan_generation(prompt_ids: list[list[int]], cfg: DecodeConfig) -> list[list[int]]:
     """The batches `iter_generate` runs: a function of the prompts and the settings alone, so that a
     resumed or sharded run plans exactly the same batches. Memory is bounded inside a batch, by the
     number of rows decoding at once (`rows_at_once`)."""
     return plan_batches([len(p) for p in prompt_ids], cfg.batch_size)
 
 
-def rows_at_once(prompt_ids: list[list[int]], cfg: GenerationConfig) -> int:
+def rows_at_once(prompt_ids: list[list[int]], cfg: DecodeConfig) -> int:
     """Rows a batch decodes together: max_rows, fewer where rows x (longest prompt + max new tokens)
     would pass max_batch_tokens, at least one."""
     rows = min(cfg.max_rows, len(prompt_ids)) if cfg.max_rows > 0 else len(prompt_ids)
@@ -383,7 +383,7 @@ class _Picker:
     and one uniform per row keeps the row's random stream independent of the vocabulary's layout.
     """
 
-    def __init__(self, cfg: GenerationConfig, prompt_ids: list[list[int]], head_input: HeadInput | None = None):
+    def __init__(self, cfg: DecodeConfig, prompt_ids: list[list[int]], head_input: HeadInput | None = None):
         self.cfg, self.prompt_ids, self.head_input = cfg, prompt_ids, head_input
         self.sampling = cfg.temperature > 0
         self.generators: dict[int, torch.Generator] = {}
@@ -431,7 +431,7 @@ class _Picker:
 
 
 @torch.inference_mode()
-def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig,
+def decode_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: DecodeConfig,
                      on_done: OnDone | None = None) -> list[list[int]]:
     """Greedy-decode one batch; returns each row's new token ids (end-of-reply token excluded).
     `on_done(i, n_tokens)` is called once per prompt, as soon as its reply is finished. With
@@ -447,7 +447,7 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
         return [[] for _ in prompt_ids]
     workers = decode_workers(model, cfg.workers, len(prompt_ids))
     if workers > 1:
-        return decode_in_workers(greedy_token_ids, model, tokenizer, prompt_ids, replace(cfg, workers=1), workers,
+        return decode_in_workers(decode_token_ids, model, tokenizer, prompt_ids, replace(cfg, workers=1), workers,
                                  on_done)
     # HeadInput: for argmax ties in half precision (exact_argmax)
     with HeadInput(model) as head_input, generation_attention(model) as window_parts:
@@ -464,7 +464,7 @@ def greedy_token_ids(model, tokenizer, prompt_ids: list[list[int]], cfg: Generat
 class _Replies:
     """Per-prompt token lists and the end-of-reply rules (EOS, length, stop strings)."""
 
-    def __init__(self, n: int, eos: set[int], tokenizer, cfg: GenerationConfig, on_done: OnDone | None = None):
+    def __init__(self, n: int, eos: set[int], tokenizer, cfg: DecodeConfig, on_done: OnDone | None = None):
         self.ids: list[list[int]] = [[] for _ in range(n)]
         self.eos, self.tokenizer, self.cfg, self.on_done = eos, tokenizer, cfg, on_done
         self.tail = max((len(s) for s in cfg.stop), default=0) + 2
@@ -488,7 +488,7 @@ class _Replies:
         return bool(self.cfg.stop) and any(s in self.tokenizer.decode(ids[-self.tail:]) for s in self.cfg.stop)
 
 
-def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig,
+def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: DecodeConfig,
                    on_done: OnDone | None = None, head_input: HeadInput | None = None,
                    window_parts: int = 0) -> list[list[int]]:
     from transformers import DynamicCache
@@ -622,7 +622,7 @@ def _greedy_refill(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
     return replies.ids
 
 
-def _greedy_padded(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig,
+def _greedy_padded(model, tokenizer, prompt_ids: list[list[int]], cfg: DecodeConfig,
                    on_done: OnDone | None = None, head_input: HeadInput | None = None) -> list[list[int]]:
     """The general path (sliding-window and other special caches): the whole batch left-padded at once,
     finished rows dropped from the cache."""
@@ -664,10 +664,10 @@ def _greedy_padded(model, tokenizer, prompt_ids: list[list[int]], cfg: Generatio
     return replies.ids
 
 
-def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: GenerationConfig,
+def generate_batch(model, tokenizer, prompt_ids: list[list[int]], cfg: DecodeConfig,
                    on_done: OnDone | None = None) -> tuple[list[str], int]:
     """Greedy-decode one batch; returns the replies (special tokens removed) and new-token count."""
-    generated = greedy_token_ids(model, tokenizer, prompt_ids, cfg, on_done)
+    generated = decode_token_ids(model, tokenizer, prompt_ids, cfg, on_done)
     n_new = sum(len(ids) for ids in generated)
     texts = []
     for ids in generated:
@@ -681,7 +681,7 @@ def tokenize_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
-def iter_generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, skip: frozenset[int] = frozenset(),
+def iter_generate(model, tokenizer, prompts: list[str], cfg: DecodeConfig, skip: frozenset[int] = frozenset(),
                   desc: str = "generate", progress: bool = True) -> Iterator[tuple[int, list[int], list[str]]]:
     """Yield (batch number, prompt indices, replies) batch by batch; batches in `skip` are not run.
 
@@ -714,7 +714,7 @@ def iter_generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, s
               f"({tokens / max(seconds, 1e-9):.1f} tok/s)", file=sys.stderr, flush=True)
 
 
-def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, desc: str = "generate",
+def generate(model, tokenizer, prompts: list[str], cfg: DecodeConfig, desc: str = "generate",
              progress: bool = True) -> list[str]:
     """Replies to rendered prompts, in input order."""
     replies: list[str] = [""] * len(prompts)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sdft.chat import render_chat
-from sdft.generation import plan_batches
+from sdft.core.chat import render_chat
+from sdft.engine.decode import plan_batches
 
 Prompt = list[dict] | str  # chat messages, or a prompt already rendered with the chat template
 

@@ -1,0 +1,1 @@
+"""Batched decoding and likelihood scoring: the model-facing machinery of every stage."""
