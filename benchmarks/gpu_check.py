@@ -124,7 +124,7 @@ def check_training(model_dir: Path, out: Path, s: dict, vocab: int, batch_size: 
     from sdft.data.example import Example
     from sdft.core.models import load_tokenizer, pick_device, pick_dtype
     from sdft.train.data import IGNORE
-    from sdft.train.memory import estimate_for_model
+    from sdft.train.memory_estimate import estimate_for_model
     from sdft.train.trainer import build_dataset, train
     from sdft.core.config import TrainConfig
 

@@ -7,6 +7,8 @@ import typing
 
 import pytest
 
+import transformers
+
 import sdft.core.models
 import sdft.train.trainer
 from sdft.cli import FLAGS, build_parser, default_text, flag_name, main, section_class
@@ -71,6 +73,9 @@ def no_model(monkeypatch):
     for name in ("load_model", "load_tokenizer", "resolve_model", "convert_default_model"):
         monkeypatch.setattr(sdft.core.models, name, forbidden)
     monkeypatch.setattr(sdft.train.trainer, "train", forbidden)
+    # wherever a stage imported them from: no weights or tokenizer may be read
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
 
 
 @pytest.mark.parametrize("how", ["set", "config", "flag"])

@@ -1,4 +1,4 @@
-"""The training memory estimate (sdft.train.memory): Llama-2-7B's figures against docs/PERFORMANCE.md's
+"""The training memory estimate (sdft.train.memory_estimate): Llama-2-7B's figures against docs/PERFORMANCE.md's
 arithmetic, the activation formula against what PyTorch really keeps for backward, and the CLI's
 dry run and refusal."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sdft.cli import main
-from sdft.train.memory import GIB, activation_bytes_per_token_layer, estimate, model_shape
+from sdft.train.memory_estimate import GIB, activation_bytes_per_token_layer, estimate, model_shape
 from sdft.core.config import TrainConfig
 H, LAYERS, HEADS, INTER, VOCAB = 4096, 32, 32, 11008, 32000
 
@@ -45,7 +45,7 @@ def doc_arithmetic(bits4: bool, checkpointing: bool, batch: int = 8, length: int
 
 @pytest.mark.parametrize("bits4,checkpointing", [(False, False), (False, True), (True, True)])
 def test_llama2_7b_matches_the_documented_arithmetic(llama2_dir, bits4, checkpointing):
-    from sdft.train.memory import load_config
+    from sdft.train.memory_estimate import load_config
 
     cfg = TrainConfig(gradient_checkpointing=checkpointing, load_in_4bit=bits4)
     shape = model_shape(load_config(str(llama2_dir)), cfg)
@@ -61,7 +61,7 @@ def test_llama2_7b_matches_the_documented_arithmetic(llama2_dir, bits4, checkpoi
 
 
 def test_all_linear_adapts_every_linear_layer(llama2_dir):
-    from sdft.train.memory import load_config
+    from sdft.train.memory_estimate import load_config
 
     shape = model_shape(load_config(str(llama2_dir)), TrainConfig(target_modules="all-linear"))
     per_layer = 4 * 8 * (H + H) + 2 * 8 * (H + INTER) + 8 * (INTER + H)  # q,k,v,o; gate, up; down
@@ -122,7 +122,7 @@ def test_dry_run_prints_the_estimate_and_loads_nothing(tiny_model, tmp_path, cap
 def test_dry_run_with_data_estimates_its_longest_steps(tiny_model, tmp_path, capsys):
     """With --data, a step holds the batch_size longest rows and logits only at response tokens."""
     from sdft.core.models import load_tokenizer
-    from sdft.train.memory import step_tokens
+    from sdft.train.memory_estimate import step_tokens
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": "word " * (5 + 7 * i), "response": "yes " * (3 + i)}) + "\n"

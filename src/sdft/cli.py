@@ -192,7 +192,7 @@ def _train_dry_run(cfg: RunConfig, examples=None) -> int:
     """Print the memory estimate (from the model's config: no weights read) and whether it fits: for
     every row at max_length, or with --data for the longest steps of that data (tokenized only)."""
     from sdft.core.models import load_tokenizer, pick_device, pick_dtype
-    from sdft.train.memory import preflight
+    from sdft.train.memory_estimate import preflight
     from sdft.train.trainer import build_dataset
 
     m = cfg.model

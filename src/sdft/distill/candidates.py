@@ -27,8 +27,10 @@ from pathlib import Path
 
 from sdft.core.chat import render_chat
 from sdft.data.example import Example
-from sdft.grading.verify import status
 from sdft.engine.decode import DecodeConfig, tokenize_prompts
+from sdft.engine.likelihood import response_nll
+from sdft.engine.resumable import generate_resumable
+from sdft.grading.verify import status
 
 # Named sampling settings for `--sampling`. "paper": what the SDFT authors' code sampled rewrites with;
 # "model": the seed's distribution as it is.
@@ -91,7 +93,6 @@ def sample_candidates(model, tokenizer, examples: list[Example], prompts: list[s
                       progress: bool = True) -> list[tuple[str, list[str | None]]]:
     """("sample", reply per example) for each sampled rewrite set; rows not in `live` get None. Each set
     resumes from its own folder under `parts`."""
-    from sdft.engine.resumable import generate_resumable
 
     out = []
     for k in range(1, cfg.candidates):
@@ -109,7 +110,6 @@ def judge(model, tokenizer, task: str, examples: list[Example], per_row: list[li
     per row the index of the candidate to keep: the passing one with the lowest NLL (the first of
     equals), None when none passes. A row with one passing text keeps it unscored (nll None): scoring
     every candidate took a quarter of a distillation for choices that were never in doubt."""
-    from sdft.engine.likelihood import response_nll
 
     for ex, cands in zip(examples, per_row):
         for c in cands:

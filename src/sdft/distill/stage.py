@@ -13,17 +13,19 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from sdft.data.example import Example
-from sdft.distill.candidates import hit_token_limit, self_answer_prompts, spread
-from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
-from sdft.grading.verify import status
 from sdft.core.config import DistillConfig
 from sdft.core.errors import InputError
-from sdft.core.layout import parts_dir, summary_path
-from sdft.engine.decode import DecodeConfig, tokenize_prompts
 from sdft.core.io import atomic_write, write_json
+from sdft.core.layout import parts_dir, summary_path
+from sdft.core.models import resolve_model
 from sdft.core.runstate import StaleStateError, finish, holds, process_state
+from sdft.data.example import Example
+from sdft.distill.candidates import add_candidates, hit_token_limit, self_answer_prompts, spread
+from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
+from sdft.engine.decode import DecodeConfig, tokenize_prompts
 from sdft.engine.resumable import generate_resumable
+from sdft.engine.vllm import generate_vllm
+from sdft.grading.verify import status
 
 
 def build_rows(examples: list[Example], replies: list[str | None], task: str, template: DistillTemplate,
@@ -134,8 +136,6 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     self_answers = None
     if cfg.backend == "vllm":
         # vLLM schedules the whole set itself; a killed vLLM run restarts this stage from the beginning.
-        from sdft.core.models import resolve_model
-        from sdft.engine.vllm import generate_vllm
 
         texts = generate_vllm(resolve_model(model_name), [prompts[i] for i in live], gen,
                               tensor_parallel_size=cfg.tensor_parallel, data_parallel_size=cfg.data_parallel,
@@ -156,7 +156,6 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     rows = build_rows(examples, replies, task, template, too_long,
                       truncated=hit_token_limit(tokenizer, replies, cfg.max_new_tokens))
     if cfg.candidates > 1 or cfg.self_answer:  # more candidates per row; the most likely passing one is kept
-        from sdft.distill.candidates import add_candidates
 
         add_candidates(model, tokenizer, examples, rows, prompts, live, task, cfg, gen, parts_dir(out), key,
                        self_answers, force=force, progress=progress)

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from sdft.core.chat import render_chat
+from sdft.core.io import atomic_write
+from sdft.core.models import load_model
+from sdft.core.runstate import finish, holds, process_state
 from sdft.data.example import Example
 from sdft.engine.decode import DecodeConfig
-from sdft.core.io import atomic_write
-from sdft.core.runstate import finish, holds, process_state
 from sdft.engine.resumable import generate_resumable
 
 
@@ -39,7 +40,6 @@ def generate_file(spec, adapter: str | None, examples: list[Example], out: str |
                   max_new_tokens: int = 512, system: str | None = None, force: bool = False,
                   model=None, tokenizer=None, progress: bool = True) -> int:
     """Write one row per example (id, prompt, output, reference, generator) in input order."""
-    from sdft.core.models import load_model
 
     out = Path(out)
     if model is None:

@@ -20,11 +20,18 @@ from pathlib import Path
 
 import yaml
 
-from sdft.core.runstate import holds
-from sdft.core.config import METHODS, RunConfig
-from sdft.core.layout import distilled_columns, distilled_path, eval_dir, train_dir
-from sdft.core.io import atomic_write, write_json
 from sdft.core.allocator import release_freed_memory
+from sdft.core.config import METHODS, RunConfig
+from sdft.core.io import atomic_write, write_json
+from sdft.core.layout import distilled_columns, distilled_path, eval_dir, train_dir
+from sdft.core.models import load_model
+from sdft.core.runstate import holds
+from sdft.data.load import load_examples
+from sdft.distill.stage import distill, unverified_note
+from sdft.evaluate.suites import run_suites
+from sdft.report.build import build_report
+from sdft.train.onpolicy import train_onpolicy
+from sdft.train.trainer import train
 
 
 
@@ -71,11 +78,6 @@ class StageLog:
 
 @holds("out")
 def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = False) -> None:
-    from sdft.data.load import load_examples
-    from sdft.distill.stage import distill, unverified_note
-    from sdft.core.models import load_model
-    from sdft.train.onpolicy import train_onpolicy
-    from sdft.train.trainer import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,6 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
 
     if skip_eval:
         return
-    from sdft.evaluate.suites import run_suites
 
     print(f"[3/4] evaluate seed, {', '.join(cfg.methods)} on: {', '.join(cfg.eval.suites)}", flush=True)
     seed_dir = eval_dir(out, "seed")
@@ -127,8 +128,6 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
             with stage(f"evaluate {method} seed {seed}"):
                 run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
                            eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
-
-    from sdft.report.build import build_report
 
     print("[4/4] report", flush=True)
     for path in build_report(out):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from sdft.core.config import TrainConfig
+from sdft.core.runstate import process_state
 
 
 def lora_targets(cfg: TrainConfig) -> list[str] | str:
@@ -26,8 +27,6 @@ def quantization_args(cfg: TrainConfig, dtype: torch.dtype) -> dict:
     if not cfg.load_in_4bit:
         return {}
     from transformers import BitsAndBytesConfig
-
-    from sdft.core.runstate import process_state
 
     device = process_state().device  # each process quantises its copy straight onto its own GPU
     index = device.index if device.index is not None else torch.cuda.current_device()

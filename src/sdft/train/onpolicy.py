@@ -33,12 +33,13 @@ from pathlib import Path
 
 import torch
 
-from sdft.core.runstate import holds
 from sdft.core.chat import render_chat
 from sdft.core.config import OnPolicyConfig
+from sdft.core.errors import InputError
+from sdft.core.models import load_tokenizer, pick_dtype, resolve_model
+from sdft.core.runstate import holds
 from sdft.data.example import Example
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
-from sdft.core.errors import InputError
 from sdft.train.lora import lora_config, quantization_args
 from sdft.train.session import finished_run, is_final, latest_checkpoint, run_to_end, trainer_arguments
 
@@ -102,8 +103,6 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from transformers import AutoModelForCausalLM, set_seed
     from trl.experimental.sdft import SDFTConfig
-
-    from sdft.core.models import load_tokenizer, pick_dtype, resolve_model
 
     ocfg.check_with(cfg)
     tmpl = get_template(template, task)

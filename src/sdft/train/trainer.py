@@ -19,15 +19,17 @@ from pathlib import Path
 
 import torch
 
-from sdft.core.runstate import holds
-from sdft.data.example import Example
 from sdft.core.config import TrainConfig
 from sdft.core.errors import InputError
+from sdft.core.models import load_tokenizer, pick_device, pick_dtype, resolve_model
+from sdft.core.runstate import holds, process_state
+from sdft.data.example import Example
 from sdft.engine.attention import supports_segments
+from sdft.train import attention
 from sdft.train.data import IGNORE, PackedCollator, tokenize_example
 from sdft.train.lora import lora_config, quantization_args, uses_autocast
 from sdft.train.loss import summed_cross_entropy
-from sdft.train.memory import preflight
+from sdft.train.memory_estimate import preflight
 from sdft.train.session import finished_run, run_to_end, trainer_arguments
 
 
@@ -51,9 +53,6 @@ def _trainer_class():
 def attention_for(model_name: str, trust_remote_code: bool = False, revision: str | None = None) -> str:
     """Per-sequence attention over packed rows where the model's attention is plain causal, else sdpa."""
     from transformers import AutoConfig
-
-    from sdft.core.models import resolve_model
-    from sdft.train import attention
 
     config = AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code,
                                         revision=revision)
@@ -91,12 +90,9 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     """Fine-tune `model_name` with LoRA on the examples; writes adapter/, train_log.jsonl, loss.png.
 
     Before loading any weights it prints the memory estimate and stops if the run cannot fit
-    (sdft.train.memory)."""
+    (sdft.train.memory_estimate)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
-
-    from sdft.core.models import load_tokenizer, pick_device, pick_dtype, resolve_model
-    from sdft.core.runstate import process_state
 
     out_dir = Path(out_dir)
     summary_path = out_dir / "train_summary.json"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from sdft.core.errors import InputError, SetupError
+from sdft.core.models import resolve_model
 from sdft.train.data import IGNORE
 from sdft.train.lora import lora_config, uses_autocast
 
@@ -183,8 +184,6 @@ def estimate(shape: ModelShape, cfg, dtype: torch.dtype, device_type: str = "cud
 
 def load_config(model_name: str, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoConfig
-
-    from sdft.core.models import resolve_model
 
     return AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code,
                                       revision=revision)
