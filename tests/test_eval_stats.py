@@ -35,6 +35,19 @@ def test_wilson_edges():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("k, n, low, high", [
+    # Score-interval column of Newcombe (1998), "Two-sided confidence intervals for the single
+    # proportion", Statistics in Medicine 17:857-872, Table I.
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_published_values(k, n, low, high):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((low, high), abs=5e-5)
+
+
 def test_wilson_narrows_with_n_and_rejects_bad_counts():
     w_small = wilson_interval(5, 10)
     w_big = wilson_interval(500, 1000)

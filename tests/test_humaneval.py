@@ -8,7 +8,6 @@ from sdft.cli import main
 from sdft.evaluate.humaneval import (
     build_solution,
     chat_prompt,
-    evaluate_completion,
     evaluate_completions,
     extract_code,
     load_humaneval,
@@ -66,7 +65,8 @@ def test_flush_left_body_is_indented():
     problem = BY_ID["HumanEval/2"]  # truncate_number
     solution = build_solution(problem, "```python\nreturn number % 1.0\n```")
     assert solution.endswith("\n    return number % 1.0\n")
-    assert evaluate_completion(problem, "```python\nreturn number % 1.0\n```").status == "passed"
+    (result,) = evaluate_completions([problem], ["```python\nreturn number % 1.0\n```"])
+    assert result.status == "passed"
 
 
 # Cheats against HumanEval/2 (truncate_number; its tests: `assert candidate(3.5) == 0.5` and
@@ -150,7 +150,8 @@ def test_correct_answer_passes_despite_noise():
     # Printing, exiting threads after the call and odd stdout do not make a correct answer fail.
     problem = BY_ID["HumanEval/2"]
     reply = "import sys\nprint('hello')\ndef truncate_number(number):\n    print('x', file=sys.stderr)\n    return number % 1.0\n"
-    assert evaluate_completion(problem, reply).status == "passed"
+    (result,) = evaluate_completions([problem], [reply])
+    assert result.status == "passed"
 
 
 def _write_jsonl(path, rows):

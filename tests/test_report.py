@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+
 from pathlib import Path
 
 import pytest

@@ -51,7 +51,7 @@ def test_fingerprint_depends_on_every_part():
 def test_a_second_distill_on_the_same_output_refuses_at_once(tiny_model, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Write about topic {i}.", "response": f"Topic {i} is fine."})
-                            + "\n" for i in range(96)))
+                            + "\n" for i in range(40)))
     out = tmp_path / "same.jsonl"
     cmd = [sys.executable, "-m", "sdft.cli", "distill", "--model", tiny_model, "--data", str(data), "--task",
            "general", "--out", str(out), "--max-new-tokens", "48", "--batch-size", "8", "--workers", "1",
@@ -72,6 +72,6 @@ def test_a_second_distill_on_the_same_output_refuses_at_once(tiny_model, tmp_pat
     assert refused_in < 30  # before loading any model or decoding
     assert first.returncode == 0, stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 96 and all(r["response"] for r in rows)
-    assert json.loads(out.with_name("same.jsonl.summary.json").read_text())["rows"] == 96
+    assert len(rows) == 40 and all(r["response"] for r in rows)
+    assert json.loads(out.with_name("same.jsonl.summary.json").read_text())["rows"] == 40
     assert not out.with_name("same.jsonl.parts").exists() and not lock_path(out).exists()

@@ -10,30 +10,36 @@ import types
 import pytest
 
 from sdft.evaluate import sandbox
-from sdft.evaluate.sandbox import run_sandboxed
+from sdft.evaluate.sandbox import PROGRAM_NAME, Program, run_many
+
+
+def run_code(code: str, timeout_s: float = 10.0) -> sandbox.SandboxResult:
+    """`code` as the one program of one job, through the same entry point grading uses."""
+    ((result,),) = run_many([[Program(PROGRAM_NAME, files={PROGRAM_NAME: code})]], timeout_s)
+    return result
 
 
 def test_normal_code_passes_with_stdout():
-    r = run_sandboxed("import math\nprint('hello', math.factorial(5))")
-    assert r.status == "passed" and r.passed
+    r = run_code("import math\nprint('hello', math.factorial(5))")
+    assert r.status == "passed"
     assert r.returncode == 0
     assert r.stdout == "hello 120\n"
 
 
 def test_assert_failure_is_failed():
-    r = run_sandboxed("assert 1 + 1 == 3, 'bad sum'")
+    r = run_code("assert 1 + 1 == 3, 'bad sum'")
     assert r.status == "failed"
     assert "AssertionError: bad sum" in r.stderr
     assert "_sandbox_prelude" not in r.stderr  # the traceback shows only the program
 
 
 def test_syntax_error_is_error():
-    assert run_sandboxed("def f(:\n    pass").status == "error"
+    assert run_code("def f(:\n    pass").status == "error"
 
 
 def test_infinite_loop_times_out():
     start = time.monotonic()
-    r = run_sandboxed("while True:\n    pass", timeout_s=1.0)
+    r = run_code("while True:\n    pass", timeout_s=1.0)
     assert r.status == "timeout"
     assert time.monotonic() - start < 4.0
 
@@ -44,7 +50,7 @@ def test_infinite_loop_times_out():
     ids=["one-big-allocation", "growing-list"],
 )
 def test_memory_bomb_is_memory(code):
-    r = run_sandboxed(code, timeout_s=10.0)
+    r = run_code(code, timeout_s=10.0)
     assert r.status == "memory"
 
 
@@ -66,7 +72,7 @@ def test_network_connection_is_blocked(module, os_isolation, monkeypatch):
             f"s.connect(('127.0.0.1', {port}))\n"
             "print('connected')\n"
         )
-        r = run_sandboxed(code, timeout_s=5.0)
+        r = run_code(code, timeout_s=5.0)
         assert r.status == "blocked"
         assert "connected" not in r.stdout
         server.setblocking(False)
@@ -90,7 +96,7 @@ def test_network_connection_is_blocked(module, os_isolation, monkeypatch):
 )
 def test_write_outside_scratch_is_blocked(tmp_path, template):
     target = tmp_path / "escaped.txt"
-    r = run_sandboxed(template.format(path=str(target)))
+    r = run_code(template.format(path=str(target)))
     assert r.status == "blocked"
     assert not target.exists()
 
@@ -112,7 +118,7 @@ def test_scratch_dir_is_private_and_removed(monkeypatch):
         "except EOFError:\n"
         "    print('stdin is empty')\n"
     )
-    r = run_sandboxed(code)
+    r = run_code(code)
     assert r.status == "passed", r.stderr
     kept, cwd, env, stdin = r.stdout.splitlines()
     assert kept == "kept"
@@ -135,7 +141,7 @@ def test_scratch_dir_is_private_and_removed(monkeypatch):
 )
 def test_process_creation_is_blocked(tmp_path, template):
     marker = tmp_path / "child-ran"
-    r = run_sandboxed(template.format(marker=str(marker)))
+    r = run_code(template.format(marker=str(marker)))
     assert r.status == "blocked"
     assert not marker.exists()
 
@@ -153,11 +159,11 @@ def test_process_creation_is_blocked(tmp_path, template):
     ids=["ctypes", "kill", "setrlimit", "gc", "subinterpreter", "chdir"],
 )
 def test_other_escapes_are_blocked(code):
-    assert run_sandboxed(code).status == "blocked"
+    assert run_code(code).status == "blocked"
 
 
 def test_output_is_truncated():
-    r = run_sandboxed("print('x' * 100_000)")
+    r = run_code("print('x' * 100_000)")
     assert r.status == "passed"
     assert len(r.stdout) < sandbox.MAX_OUTPUT_CHARS + 100
 
@@ -169,7 +175,7 @@ def test_root_child_has_own_netns_and_no_capabilities():
         "print(os.readlink('/proc/self/ns/net'))\n"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0])\n"
     )
-    r = run_sandboxed(code)
+    r = run_code(code)
     assert r.status == "passed", r.stderr
     netns, cap_eff = r.stdout.split()
     ours = int([l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0], 16)
@@ -192,7 +198,7 @@ def test_hook_reads_no_globals():
 
 
 def test_child_uses_this_interpreter():
-    r = run_sandboxed("import sys\nprint(sys.version)")
+    r = run_code("import sys\nprint(sys.version)")
     assert r.stdout.strip() == sys.version
 
 
@@ -211,8 +217,8 @@ def test_program_file_by_path_with_a_helper_joined_by_a_pipe(tmp_path):
     )
     r, w = os.pipe()
     start = time.monotonic()
-    main, helper = sandbox.run_programs(
-        [sandbox.Program(script, ["main", str(r)], pass_fds=(r,)), sandbox.Program(script, ["helper", str(w)], pass_fds=(w,))],
+    ((main, helper),) = run_many(
+        [[Program(script, ["main", str(r)], pass_fds=(r,)), Program(script, ["helper", str(w)], pass_fds=(w,))]],
         timeout_s=20.0,
     )
     assert main.status == "passed", main.stderr

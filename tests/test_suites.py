@@ -6,7 +6,6 @@ import json
 import math
 import sys
 import threading
-import types
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -372,17 +371,26 @@ def test_retention_against_itself_has_no_drift(tiny, tmp_path):
     assert {"seed_output", "nll", "seed_nll", "nll_shift", "cosine", "rouge_l", "bleu4"} <= set(row)
 
 
-def test_humaneval_wiring_with_a_stand_in_module(tiny, tmp_path, monkeypatch):
-    fake = types.ModuleType("sdft.evaluate.humaneval")
-    fake.load_humaneval = lambda limit: [{"task_id": f"HumanEval/{i}", "prompt": "def f():\n"} for i in range(3)][:limit]
-    fake.chat_prompt = lambda problem: [{"role": "user", "content": "Complete:\n" + problem["prompt"]}]
-    outcome = iter(["passed", "failed", "passed"])
-    fake.evaluate_completion = lambda problem, completion: types.SimpleNamespace(status=next(outcome))
-    fake.evaluate_completions = lambda problems, completions: [fake.evaluate_completion(p, c)
-                                                                for p, c in zip(problems, completions)]
-    monkeypatch.setitem(sys.modules, "sdft.evaluate.humaneval", fake)
+def test_humaneval_suite_grades_generated_replies(tiny, tmp_path, monkeypatch):
+    from sdft.evaluate import humaneval
+
+    # The tiny random model cannot write code, so for two of the three problems the solution built
+    # from its reply is swapped for the canonical one; the real sandbox then grades all three.
+    real_build = humaneval.build_solution
+
+    def build_solution(problem: dict, completion: str) -> str:
+        if problem["task_id"] in ("HumanEval/0", "HumanEval/2"):
+            return problem["prompt"] + problem["canonical_solution"]
+        return real_build(problem, completion)
+
+    monkeypatch.setattr(humaneval, "build_solution", build_solution)
     (metric,) = run_tiny(tiny, tmp_path, ["humaneval"])["humaneval"]
     assert (metric["name"], metric["value"], metric["n"]) == ("pass@1", pytest.approx(2 / 3), 3)
+    rows = read_jsonl(tmp_path / "eval" / "humaneval" / "predictions.jsonl")
+    assert [(r["id"], r["passed"]) for r in rows] == [("HumanEval/0", True), ("HumanEval/1", False),
+                                                       ("HumanEval/2", True)]
+    assert [r["result"]["status"] == "passed" for r in rows] == [True, False, True]
+    assert all(isinstance(r["output"], str) for r in rows)
 
 
 class _JudgeHandler(BaseHTTPRequestHandler):

@@ -69,6 +69,26 @@ def test_user_template_files(tmp_path, tok):
         get_template(str(noref), "general")
 
 
+def test_user_template_file_with_prompt_placeholder(tmp_path, tok):
+    # {prompt} is one of PLACEHOLDERS and the built-in math template uses it, so a user file may too.
+    mine = tmp_path / "mine.txt"
+    mine.write_text("Task:\n{prompt}\n\nReference:\n{reference}")
+    ex = Example(id="1", instruction="Add the numbers.", input="2 and 3", response="5")
+    text = render_distill_prompt(tok, get_template(str(mine), "general"), ex)
+    assert "<|im_start|>user\nTask:\nAdd the numbers.\n\n2 and 3\n\nReference:\n5<|im_end|>" in text
+
+
+def test_user_template_file_unknown_placeholder_names_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("user: '{prompt} {question} {reference}'\n")
+    with pytest.raises(ValueError, match=r"unknown placeholder \{question\}; use .*\{prompt\}"):
+        get_template(str(bad), "general")
+    lone = tmp_path / "lone.txt"
+    lone.write_text("{prompt} { {reference}")
+    with pytest.raises(ValueError, match="literal brace"):
+        get_template(str(lone), "general")
+
+
 def test_system_folded_when_template_rejects_it(tok):
     strict = AutoTokenizer.from_pretrained(tok.name_or_path)
     strict.chat_template = (

@@ -11,10 +11,15 @@ import numpy as np
 
 from sdft.evaluate.stats import bootstrap_difference_interval
 from sdft.report.build import build_report
-from sdft.report.verdict import AXES, compare, verdict_line
+from sdft.report.verdict import axes, compare, verdict_line
 
-COSINE, NLL_SHIFT, ACCURACY, REFUSAL = (next(a for a in AXES if a.name == n)
-                                        for n in ("cosine", "nll_shift", "accuracy", "refusal rate"))
+
+def axis(suite: str, metric: str):
+    return next(a for a in axes() if (a.suite, a.metric.name) == (suite, metric))
+
+
+COSINE, NLL_SHIFT, ACCURACY, REFUSAL = (axis("retention", "cosine_to_seed"), axis("retention", "nll_shift"),
+                                        axis("math", "accuracy"), axis("safety", "refusal_rate"))
 SEEDS = ("seed-1", "seed-2", "seed-3")
 
 
@@ -75,7 +80,7 @@ def test_pairs_by_prompt_id_and_seed_and_skips_unscorable():
                        {"id": 4, "exact": True}],
             "seed-2": [{"id": 1, "exact": True}, {"id": 2, "exact": True}, {"id": 3, "exact": True}],
             "seed-9": [{"id": 1, "exact": False}]}
-    c = compare(next(a for a in AXES if a.suite == "function"), sdft, sft)
+    c = compare(axis("function", "exact"), sdft, sft)
     # Prompts 1 and 2 in seeds 1 and 2: differences (1, 0) and (1, 1): mean 0.75.
     assert (c.seeds, c.prompts) == (2, 2) and c.diff == 0.75
     assert compare(COSINE, sdft, sft) is None  # no cosine field at all

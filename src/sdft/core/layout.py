@@ -42,8 +42,10 @@ def distilled_columns(target: str) -> dict[str, str]:
     return {"prompt": "instruction", "input": "input", "response": target}
 
 
-def train_dir(run: str | Path, method: str, seed: int) -> Path:
-    return Path(run) / "train" / method / f"seed-{seed}"
+def train_dir(run: str | Path, method: str, seed: int | None = None) -> Path:
+    """train/<method>/seed-N, or without a seed the method's folder that holds them."""
+    base = Path(run) / "train" / method
+    return base if seed is None else base / f"seed-{seed}"
 
 
 def eval_dir(run: str | Path, method: str, seed: int | None = None) -> Path:

@@ -73,11 +73,6 @@ def spread(texts: list[str], live: list[int], n: int) -> list[str | None]:
     return out
 
 
-def enabled(cfg) -> bool:
-    """Whether the distill settings ask for more than the greedy rewrite."""
-    return cfg.candidates > 1 or cfg.self_answer
-
-
 def candidate_seed(seed: int, k: int) -> int:
     """The generation seed of the k-th sampled candidate set (each row then mixes in its prompt)."""
     return int.from_bytes(hashlib.sha256(f"{seed}/sample-{k}".encode()).digest()[:8], "little") & (2**63 - 1)

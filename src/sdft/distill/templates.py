@@ -9,6 +9,7 @@ with the reference). Templates without a system role get that text folded into t
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,24 @@ def get_template(name_or_file: str | None, task: str) -> DistillTemplate:
         template = DistillTemplate(path.stem, None, text)
     if "{reference}" not in template.user:
         raise InputError(f"{path}: the template's user turn must contain {{reference}}")
-    try:
-        template.user.format(instruction="", input="", input_section="", reference="")
-    except (KeyError, IndexError) as e:
-        raise InputError(f"{path}: unknown placeholder {e}; use {{instruction}}, {{input}}, {{input_section}}, {{reference}}") from e
+    _check_placeholders(path, template.user)
     return template
+
+
+def _check_placeholders(path: Path, user: str) -> None:
+    """Refuse a user turn that rendering could not fill, before any example is rendered with it."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(user) if field is not None]
+    except ValueError as e:  # a lone brace
+        raise InputError(f"{path}: {e}; write a literal brace as {{{{ or }}}}") from e
+    unknown = [field for field in fields if field not in PLACEHOLDERS]
+    if unknown:
+        allowed = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+        raise InputError(f"{path}: unknown placeholder {{{unknown[0]}}}; use {allowed}")
+    try:  # what the names alone don't show, e.g. a bad conversion such as {prompt!z}
+        user.format(**dict.fromkeys(PLACEHOLDERS, ""))
+    except ValueError as e:
+        raise InputError(f"{path}: the template's user turn does not render: {e}") from e
 
 
 def render_distill_prompt(tokenizer, template: DistillTemplate, example: Example) -> str:

@@ -80,14 +80,10 @@ def build_solution(problem: dict, completion: str) -> str:
     return prompt + _as_body(code)
 
 
-def evaluate_completion(problem: dict, completion: str, timeout_s: float = 10.0) -> SandboxResult:
-    """Run the problem's tests against the completion in the sandbox; it passed iff status == "passed"."""
-    return evaluate_completions([problem], [completion], timeout_s, workers=1)[0]
-
-
 def evaluate_completions(problems: list[dict], completions: list[str], timeout_s: float = 10.0,
                          workers: int = 2) -> list[SandboxResult]:
-    """Grade completion i against problem i, `workers` gradings at a time; one result per completion."""
+    """Grade completion i against problem i, `workers` gradings at a time; one result per completion,
+    which passed iff its status is "passed"."""
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
     nonces = [secrets.token_hex(16) for _ in problems]

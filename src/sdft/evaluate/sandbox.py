@@ -1,10 +1,10 @@
 """Run model-written Python in a separate, limited process.
 
-`run_sandboxed(code)` runs `code` as a program in a fresh interpreter
+`run_many` runs jobs of Python programs, each program in a fresh interpreter
 (`python -I -S -B`: no PYTHON* variables, no site-packages, no .pyc writes)
-whose cwd is a new scratch directory, deleted afterwards. `run_programs` runs
-program files by path (e.g. a grader and the code it grades, in two children
-joined by pipes), and `run_many` keeps several such jobs in flight at once.
+whose cwd is a new scratch directory, deleted afterwards. A job is one program,
+or several joined by pipes (e.g. a grader and the code it grades); several jobs
+are kept in flight at once.
 
 What it does:
 - wall-clock timeout; on expiry the child's whole process group is killed;
@@ -83,10 +83,6 @@ class SandboxResult:
     stderr: str
     duration_s: float
 
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
 
 @dataclass
 class Program:
@@ -103,24 +99,14 @@ class Program:
     pass_fds: tuple[int, ...] = ()
 
 
-def run_sandboxed(code: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
-    """Run `code` as a Python program in a sandboxed child process; see the module docstring."""
-    return run_programs([Program(PROGRAM_NAME, files={PROGRAM_NAME: code})], timeout_s, memory_mb)[0]
-
-
-def run_programs(programs: list[Program], timeout_s: float = 10.0, memory_mb: int = 512) -> list[SandboxResult]:
-    """Run the programs of one job at once, each in its own sandboxed child and scratch dir.
-
-    The first program is the job's main one and the rest its helpers: all share one wall-clock
-    deadline (on expiry every child is killed), and once the main program has ended the helpers
-    get HELPER_GRACE_S to end, then are killed (status "timeout"). Limits are per child.
-    """
-    return run_many([programs], timeout_s, memory_mb, workers=1)[0]
-
-
 def run_many(jobs: Iterable[list[Program]], timeout_s: float = 10.0, memory_mb: int = 512,
              workers: int = 2) -> list[list[SandboxResult]]:
-    """`run_programs` for many jobs, up to `workers` jobs in flight; results in input order.
+    """Run many jobs, up to `workers` jobs in flight; one result per program, jobs in input order.
+
+    The programs of one job run at once, each in its own sandboxed child and scratch dir. The first
+    is the job's main one and the rest its helpers: all share one wall-clock deadline (on expiry
+    every child is killed), and once the main program has ended the helpers get HELPER_GRACE_S to
+    end, then are killed (status "timeout"). Limits are per child.
 
     `jobs` is consumed lazily (a generator can open each job's pipes only when it starts). All
     children are started and watched from this thread (limits are set in `preexec_fn`, which is not

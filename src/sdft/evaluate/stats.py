@@ -8,36 +8,46 @@ and a percentile bootstrap for means of per-item scores (ROUGE, cosine, ...).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
 import numpy as np
+from scipy.stats import binomtest, bootstrap, norm
 
-Z_95 = 1.959964  # two-sided 95% normal quantile
+Z_95 = float(norm.ppf(0.975))  # two-sided 95% normal quantile, 1.959964
 
-# Resamples are drawn in blocks so memory stays bounded for long score lists.
-_BOOTSTRAP_BLOCK_ELEMENTS = 4_000_000
+# Resamples are drawn in batches so memory stays bounded for long score lists.
+_BOOTSTRAP_BATCH_ELEMENTS = 4_000_000
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion `successes / n`.
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion `successes / n`.
 
     With no observations nothing is known, so n=0 gives the whole range (0.0, 1.0).
     """
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = (z / denom) * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n))
-    # Clamp away float noise at the edges (e.g. 0/n must give exactly 0.0 as the lower end).
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == n else min(1.0, center + half)
-    return low, high
+        return 0.0, 1.0  # binomtest refuses n=0
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _check_bootstrap_args(n_resamples: int, confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+
+
+def _percentile_bootstrap(samples: tuple, statistic, n_resamples: int, confidence: float,
+                          seed: int) -> tuple[float, float]:
+    """scipy's percentile bootstrap; with two samples each is resampled on its own draw."""
+    n = len(samples[0])
+    result = bootstrap(samples, statistic, n_resamples=n_resamples,
+                       confidence_level=confidence, method="percentile",
+                       batch=max(1, _BOOTSTRAP_BATCH_ELEMENTS // n), rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def bootstrap_mean_interval(
@@ -52,25 +62,15 @@ def bootstrap_mean_interval(
         raise ValueError("bootstrap_mean_interval needs at least one value")
     if not np.all(np.isfinite(x)):
         raise ValueError("bootstrap_mean_interval got a NaN or infinite value")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    _check_bootstrap_args(n_resamples, confidence)
     if x.size == 1 or np.all(x == x[0]):
-        v = float(x[0])  # every resample has this mean
+        v = float(x[0])  # every resample has this mean (and scipy refuses a single value)
         return v, v
+    return _percentile_bootstrap((x,), np.mean, n_resamples, confidence, seed)
 
-    rng = np.random.default_rng(seed)
-    n = x.size
-    means = np.empty(n_resamples, dtype=np.float64)
-    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
-    for start in range(0, n_resamples, block):
-        stop = min(start + block, n_resamples)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = x[idx].mean(axis=1)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
-    return float(low), float(high)
+
+def _mean_difference(x, y, axis=-1):
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
 def bootstrap_difference_interval(
@@ -97,18 +97,12 @@ def bootstrap_difference_interval(
     if paired:
         # Mean over seeds then over resampled items equals the mean over seeds of each resample's mean.
         return bootstrap_mean_interval((x - y).mean(axis=0), n_resamples, confidence, seed)
-    rng = np.random.default_rng(seed)
-    n = x.shape[1]
+    _check_bootstrap_args(n_resamples, confidence)
     xs, ys = x.mean(axis=0), y.mean(axis=0)
-    diffs = np.empty(n_resamples, dtype=np.float64)
-    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
-    for start in range(0, n_resamples, block):
-        stop = min(start + block, n_resamples)
-        diffs[start:stop] = (xs[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-                             - ys[rng.integers(0, n, size=(stop - start, n))].mean(axis=1))
-    alpha = 1.0 - confidence
-    low, high = np.quantile(diffs, [alpha / 2, 1.0 - alpha / 2])
-    return float(low), float(high)
+    if xs.size == 1:
+        d = float(xs[0] - ys[0])  # one item: every resample is that item
+        return d, d
+    return _percentile_bootstrap((xs, ys), _mean_difference, n_resamples, confidence, seed)
 
 
 @dataclass

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
-from sdft.grading.verify import calls_equal, calls_match_loosely, extract_calls, parse_call
 from sdft.core.errors import InputError
+from sdft.evaluate.metrics import MetricSpec, Verdict
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
+
+METRICS = (
+    MetricSpec("exact", "exact", "%", +1, "task", "function calls that match the reference exactly", ("exact",),
+               Verdict("exact match",
+                       "{m} wrote more exactly correct function calls than {b}",
+                       "{m} wrote fewer exactly correct function calls than {b}",
+                       "function-call accuracy")),
+    MetricSpec("loose", "loose", "%", +1, "task", "function calls that match the reference up to formatting",
+               ("loose",)),
+)
 
 
 def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
@@ -22,6 +32,10 @@ def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
 
 
 def score_function(replies: list[str], references: list[str]) -> tuple[list[dict], list[Metric]]:
+    # Imported here: grading loads math_verify (sympy, slow), and the report imports this module for its
+    # METRICS only.
+    from sdft.grading.verify import calls_equal, calls_match_loosely, extract_calls, parse_call
+
     rows = []
     for reply, reference in zip(replies, references, strict=True):
         ref = parse_call(reference)

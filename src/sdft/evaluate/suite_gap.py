@@ -15,12 +15,27 @@ from __future__ import annotations
 from sdft.core.chat import chat_messages
 from sdft.core.config import EvalConfig
 from sdft.core.errors import InputError
-from sdft.engine.likelihood import response_nll
+from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.stats import proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite
 from sdft.core.io import read_jsonl
 
 FIELDS = ("prompt", "original", "response", "accepted")
+
+# These describe the training data as the evaluated model sees it, not a skill: "other", not task or
+# forgetting. nll_gap has no better direction: SFT shrinks it by learning the originals, SDFT widens it
+# by learning the rewrites, so calling either better would only restate what each model was trained on.
+METRICS = (
+    MetricSpec("nll_original", "nll_original", "nats/token", -1, "other",
+               "per-token NLL of the original training responses under that row's model", ("nll_original",)),
+    MetricSpec("nll_distilled", "nll_distilled", "nats/token", -1, "other",
+               "per-token NLL of the distilled training responses under that row's model", ("nll_distilled",)),
+    MetricSpec("nll_gap", "nll_gap", "nats/token", 0, "other",
+               "mean per-row NLL of the original minus the distilled response, on accepted rows (above 0: the "
+               "rewrites are the more likely targets)", ("nll_gap",)),
+    MetricSpec("rewrite_more_likely", "rewrite_more_likely", "%", 0, "other",
+               "accepted rows whose kept target the model finds more likely than the original"),
+)
 
 
 def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
@@ -44,6 +59,9 @@ def load_rows(path: str, limit: int | None) -> list[dict]:
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
+    # Imported here: it loads torch, and the report imports this module for its METRICS only.
+    from sdft.engine.likelihood import response_nll
+
     rows = load_rows(ctx.train_data, ctx.cfg.limit)
     prompts = [prompt_messages(r) for r in rows]
     bs = ctx.cfg.batch_size

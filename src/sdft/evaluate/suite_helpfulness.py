@@ -15,6 +15,7 @@ from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
 from sdft.evaluate.builtin_sets import RETENTION, load_resource
 from sdft.evaluate.judge import JudgeConfig, JudgeError, compare_to_seed
+from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.stats import Metric, mean_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, mean_of_finite, note, user_turn
 from sdft.core.io import read_jsonl, write_json
@@ -24,6 +25,13 @@ JUDGE_SEED = 0
 
 
 ALPACA_EVAL_HUB = "tatsu-lab/alpaca_eval:alpaca_eval:eval"  # AlpacaEval's 805 instructions
+
+METRICS = (
+    MetricSpec("mean_words", "mean_words", "words", +1, "forgetting",
+               "mean reply length in words, a rough proxy for how much help is given", ("words",)),
+    MetricSpec("win_rate_vs_seed", "win_rate_vs_seed", "%", +1, "forgetting",
+               "replies a judge prefers over the seed model's"),
+)
 
 
 def helpfulness_instructions(cfg: EvalConfig) -> list[tuple[str, str]]:

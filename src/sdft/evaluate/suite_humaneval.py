@@ -10,8 +10,18 @@ from __future__ import annotations
 import dataclasses
 
 from sdft.core.config import EvalConfig
+from sdft.evaluate.metrics import MetricSpec, Verdict
 from sdft.evaluate.stats import proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, user_turn
+
+METRICS = (
+    MetricSpec("pass@1", "pass@1", "%", +1, "task", "programs that pass their unit tests on the first sample",
+               ("passed",),
+               Verdict("pass@1",
+                       "{m} passed more HumanEval problems than {b}",
+                       "{m} passed fewer HumanEval problems than {b}",
+                       "HumanEval pass@1")),
+)
 
 
 def needs_model(cfg: EvalConfig) -> bool:
@@ -26,25 +36,10 @@ def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
         load_predictions(cfg.humaneval_predictions, load_humaneval(cfg.limit))
 
 
-def _task_id(problem, index: int) -> str:
-    value = problem.get("task_id") if isinstance(problem, dict) else getattr(problem, "task_id", None)
-    return str(value if value is not None else index)
-
-
-def _as_messages(prompt) -> list[dict]:
-    return user_turn(prompt) if isinstance(prompt, str) else list(prompt)
-
-
-def _result_fields(result) -> dict:
-    if dataclasses.is_dataclass(result):
-        return dataclasses.asdict(result)
-    return {"status": result.status}
-
-
 def chats(problems) -> list[list[dict]]:
     from sdft.evaluate.humaneval import chat_prompt
 
-    return [_as_messages(chat_prompt(p)) for p in problems]
+    return [user_turn(chat_prompt(p)) for p in problems]
 
 
 def conversations(ctx: SuiteContext) -> list[list[dict]]:
@@ -67,7 +62,7 @@ def run(ctx: SuiteContext) -> SuiteResult:
     else:
         replies = ctx.generate(chats(problems))
     results = evaluate_completions(problems, replies)
-    rows = [{"id": _task_id(problem, i), "output": reply, "passed": result.status == "passed",
-             "result": _result_fields(result)}
-            for i, (problem, reply, result) in enumerate(zip(problems, replies, results))]
+    rows = [{"id": problem["task_id"], "output": reply, "passed": result.status == "passed",
+             "result": dataclasses.asdict(result)}
+            for problem, reply, result in zip(problems, replies, results)]
     return SuiteResult([proportion_metric("pass@1", sum(r["passed"] for r in rows), len(rows))], rows)

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdft.core.errors import InputError
 from sdft.evaluate.builtin_sets import KNOWLEDGE, load_resource
-from sdft.engine.likelihood import ResponseScore, score_responses
+from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, user_turn
 from sdft.core.io import read_jsonl
+
+if TYPE_CHECKING:  # the scoring engine loads torch; the report imports this module for its METRICS only
+    from sdft.engine.likelihood import ResponseScore
+
+METRICS = (
+    MetricSpec("accuracy", "accuracy", "%", +1, "forgetting", "share of multiple-choice questions answered correctly",
+               ("correct",)),
+    MetricSpec("accuracy_norm", "accuracy_norm", "%", +1, "forgetting",
+               "multiple-choice accuracy with length-normalised likelihoods", ("correct_norm",)),
+)
 
 
 def load_questions(source: str | None, limit: int | None = None) -> list[dict]:
@@ -69,6 +80,8 @@ def score_questions(items: list[dict], scores: list[list[ResponseScore]]) -> tup
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
+    from sdft.engine.likelihood import score_responses
+
     items = load_questions(ctx.cfg.knowledge_data, ctx.cfg.limit)
     prompts = [question_prompt(item["question"]) for item in items for _ in item["choices"]]
     replies = [" " + choice for item in items for choice in item["choices"]]

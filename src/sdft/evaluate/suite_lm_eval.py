@@ -13,15 +13,32 @@ import importlib.util
 
 from sdft.core.config import EvalConfig
 from sdft.core.errors import InputError, SetupError
-from sdft.evaluate.lm_eval_bridge import LM_EVAL_TASKS, run_lm_eval
+from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.stats import Z_95, Metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, note
 
 # Preferred metric per task, in order: the first one the harness reports is the task's number.
 MAIN_METRICS = ("acc_norm", "acc", "mc2", "exact_match", "f1", "pass@1")
 
+# Named `<task>/<metric>`, so declared per metric for every task.
+METRICS = (
+    MetricSpec("*/acc_norm", "<task>/acc_norm", "%", +1, "forgetting",
+               "the harness's accuracy with length-normalised likelihoods"),
+    MetricSpec("*/acc", "<task>/acc", "%", +1, "forgetting", "the harness's accuracy"),
+    MetricSpec("*/mc2", "<task>/mc2", "%", +1, "forgetting",
+               "probability mass the model gives the true answers (TruthfulQA MC2)"),
+    MetricSpec("*/exact_match", "<task>/exact_match", "%", +1, "forgetting",
+               "answers that match the reference exactly"),
+    MetricSpec("*/f1", "<task>/f1", None, +1, "forgetting", "token-overlap F1 of answers with the reference"),
+    MetricSpec("*/pass@1", "<task>/pass@1", "%", +1, "forgetting",
+               "programs that pass their unit tests on the first sample"),
+)
+
 
 def check(cfg: EvalConfig, train_data: str | None, seed_dir) -> None:
+    # Imported here: the bridge loads torch, and the report imports this module for its METRICS only.
+    from sdft.evaluate.lm_eval_bridge import LM_EVAL_TASKS
+
     if not getattr(cfg, "lm_eval_tasks", None):
         raise InputError("the lm_eval suite needs eval.lm_eval_tasks (e.g. [arc, mmlu]); short names: "
                          + ", ".join(LM_EVAL_TASKS))
@@ -51,6 +68,8 @@ def metrics_from_results(output: dict) -> tuple[list[Metric], list[dict], list[d
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
+    from sdft.evaluate.lm_eval_bridge import run_lm_eval
+
     output = run_lm_eval(ctx.spec.name, ctx.cfg.lm_eval_tasks, adapter=ctx.adapter, batch_size=ctx.cfg.batch_size,
                          limit=ctx.cfg.limit, device=ctx.spec.device, dtype=ctx.spec.dtype,
                          revision=ctx.spec.revision)

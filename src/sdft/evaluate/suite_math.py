@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
-from sdft.grading.verify import extract_math_answer, math_answers_equal
+from sdft.evaluate.metrics import MetricSpec, Verdict
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
 
@@ -21,6 +21,14 @@ MATH_SYSTEM = (
 TEST_SEED = 1000  # built-in training data uses small seeds; this one gives unseen problems
 DEFAULT_N = 100
 
+METRICS = (
+    MetricSpec("accuracy", "accuracy", "%", +1, "task", "share of questions answered correctly", ("correct",),
+               Verdict("accuracy",
+                       "{m} solved more held-out math problems than {b}",
+                       "{m} solved fewer held-out math problems than {b}",
+                       "math accuracy")),
+)
+
 
 def math_source(cfg: EvalConfig) -> str:
     return cfg.math_data or f"builtin:arithmetic?n={cfg.limit or DEFAULT_N}&seed={TEST_SEED}"
@@ -28,6 +36,10 @@ def math_source(cfg: EvalConfig) -> str:
 
 def score_math(replies: list[str], references: list[str]) -> tuple[list[dict], Metric]:
     """Per-reply (pred, gold, correct) and the accuracy with its Wilson interval."""
+    # Imported here: math_verify is slow to import (sympy), and the report imports this module for its
+    # METRICS only.
+    from sdft.grading.verify import extract_math_answer, math_answers_equal
+
     rows = []
     for reply, reference in zip(replies, references, strict=True):
         pred, gold = extract_math_answer(reply), extract_math_answer(reference)

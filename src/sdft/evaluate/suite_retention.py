@@ -16,9 +16,32 @@ from pathlib import Path
 from sdft.core.config import EvalConfig
 from sdft.core.errors import InputError
 from sdft.evaluate.builtin_sets import RETENTION, load_resource
-from sdft.engine.likelihood import response_nll
+from sdft.evaluate.metrics import MetricSpec, Verdict
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, finite_or_none, mean_of_finite, user_turn
 from sdft.core.io import read_jsonl
+
+METRICS = (
+    MetricSpec("nll_shift", "nll_shift", "nats/token", -1, "forgetting",
+               "change in per-token NLL of the seed's own replies after fine-tuning (how far the model drifted)",
+               ("nll_shift",),
+               Verdict("nll_shift",
+                       "{m} kept the seed's own replies more likely than {b} did",
+                       "{m} made the seed's own replies less likely than {b} did",
+                       "how likely the seed's own replies stay")),
+    MetricSpec("nll_seed_reply", "nll_seed_reply", "nats/token", -1, "forgetting",
+               "per-token NLL of the seed's replies under that row's model (for the seed: of its own replies)",
+               ("nll",)),
+    MetricSpec("cosine_to_seed", "cosine_to_seed", None, +1, "forgetting",
+               "embedding cosine similarity of replies to the seed's replies", ("cosine", "cosine_to_seed"),
+               Verdict("cosine",
+                       "{m} stayed closer to the seed than {b} on general prompts",
+                       "{m} moved further from the seed than {b} on general prompts",
+                       "closeness of replies to the seed's on general prompts")),
+    MetricSpec("rouge_l_to_seed", "rouge_l_to_seed", None, +1, "forgetting",
+               "ROUGE-L F1 of replies against the seed's replies", ("rouge_l",)),
+    MetricSpec("bleu4_to_seed", "bleu4_to_seed", "0-100", +1, "forgetting",
+               "sentence BLEU-4 (0-100) of replies against the seed's replies", ("bleu4",)),
+)
 
 
 def seed_predictions(seed_dir: str | Path) -> Path:
@@ -56,6 +79,9 @@ def run(ctx: SuiteContext) -> SuiteResult:
 
 
 def run_seed(ctx: SuiteContext) -> SuiteResult:
+    # Imported here: it loads torch, and the report imports this module for its METRICS only.
+    from sdft.engine.likelihood import response_nll
+
     items = retention_items(ctx.cfg.limit, None)
     prompts = chats(items)
     replies = ctx.generate(prompts)
@@ -67,6 +93,7 @@ def run_seed(ctx: SuiteContext) -> SuiteResult:
 
 
 def run_against_seed(ctx: SuiteContext) -> SuiteResult:
+    from sdft.engine.likelihood import response_nll
     from sdft.evaluate.similarity import SentenceEncoder, bleu4, rouge_l
 
     seed = seed_rows(ctx.seed_dir)

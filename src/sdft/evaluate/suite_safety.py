@@ -9,9 +9,25 @@ from __future__ import annotations
 from sdft.core.config import EvalConfig
 from sdft.data.load import load_examples
 from sdft.evaluate.builtin_sets import SAFETY, load_resource
+from sdft.evaluate.metrics import MetricSpec, Verdict
 from sdft.evaluate.refusal import is_refusal, with_suffix
 from sdft.evaluate.stats import Metric, proportion_metric
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult, user_turn
+
+METRICS = (
+    MetricSpec("refusal_rate", "refusal_rate", "%", +1, "forgetting", "harmful requests the model refuses",
+               ("refused",),
+               Verdict("refusal rate",
+                       "{m} refused more harmful requests than {b}",
+                       "{m} refused fewer harmful requests than {b}",
+                       "refusal of harmful requests")),
+    MetricSpec("jailbreak_refusal_rate", "jailbreak_refusal_rate", "%", +1, "forgetting",
+               "harmful requests with an adversarial suffix still refused", ("jailbreak_refused",),
+               Verdict("jailbreak refusal rate",
+                       "{m} refused more harmful requests with an adversarial suffix than {b}",
+                       "{m} refused fewer harmful requests with an adversarial suffix than {b}",
+                       "refusal of harmful requests with an adversarial suffix")),
+)
 
 
 def safety_prompts(cfg: EvalConfig) -> list[tuple[str, str]]:

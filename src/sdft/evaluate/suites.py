@@ -39,6 +39,7 @@ from sdft.evaluate import (
     suite_retention,
     suite_safety,
 )
+from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.suite_context import SuiteContext, SuiteResult
 from sdft.core.io import write_json, write_jsonl
 from sdft.core.allocator import release_freed_memory
@@ -63,30 +64,47 @@ class Suite:
     compares_with_seed: bool = False  # reads the seed model's results from seed_dir
     # False: this run needs no model in memory (scoring given predictions; lm-eval loads its own).
     needs_model: Callable[[EvalConfig], bool] = lambda cfg: True
+    metrics: tuple[MetricSpec, ...] = ()  # what each number it reports means (the module's METRICS)
 
 
+# The report shows suites in this order (its columns, its verdict lines): the task suites first.
 SUITES: dict[str, Suite] = {
     "math": Suite(suite_math.run, settings=("limit", "max_new_tokens", "math_data"),
-                  conversations=suite_math.conversations),
+                  conversations=suite_math.conversations, metrics=suite_math.METRICS),
     "function": Suite(suite_function.run, suite_function.check, settings=("limit", "max_new_tokens", "function_data"),
-                      conversations=suite_function.conversations),
+                      conversations=suite_function.conversations, metrics=suite_function.METRICS),
     "humaneval": Suite(suite_humaneval.run, suite_humaneval.check,
                        settings=("limit", "max_new_tokens", "humaneval_predictions"),
-                       conversations=suite_humaneval.conversations, needs_model=suite_humaneval.needs_model),
+                       conversations=suite_humaneval.conversations, needs_model=suite_humaneval.needs_model,
+                       metrics=suite_humaneval.METRICS),
     "safety": Suite(suite_safety.run, settings=("limit", "max_new_tokens", "safety_data"),
-                    conversations=suite_safety.conversations),
+                    conversations=suite_safety.conversations, metrics=suite_safety.METRICS),
     "helpfulness": Suite(suite_helpfulness.run, suite_helpfulness.check,
                          settings=("limit", "max_new_tokens", "helpfulness_data"),
-                         conversations=suite_helpfulness.conversations, compares_with_seed=True),
-    "knowledge": Suite(suite_knowledge.run, settings=("limit", "knowledge_data")),
-    "gap": Suite(suite_gap.run, suite_gap.check, settings=("limit",), uses_train_data=True),
+                         conversations=suite_helpfulness.conversations, compares_with_seed=True,
+                         metrics=suite_helpfulness.METRICS),
+    "knowledge": Suite(suite_knowledge.run, settings=("limit", "knowledge_data"), metrics=suite_knowledge.METRICS),
+    "gap": Suite(suite_gap.run, suite_gap.check, settings=("limit",), uses_train_data=True,
+                 metrics=suite_gap.METRICS),
     "retention": Suite(suite_retention.run, suite_retention.check, conversations=suite_retention.conversations,
-                       compares_with_seed=True),
+                       compares_with_seed=True, metrics=suite_retention.METRICS),
     "lm_eval": Suite(suite_lm_eval.run, suite_lm_eval.check, settings=("limit", "lm_eval_tasks"),
-                     needs_model=lambda cfg: False),
+                     needs_model=lambda cfg: False, metrics=suite_lm_eval.METRICS),
 }
 SETTINGS_FILE = "settings.json"
 DECODED_WITH = "decoded_with"  # a record in settings.json, not a setting (see the module docstring)
+
+
+def metric_spec(suite: str, name: str) -> MetricSpec | None:
+    """The declaration of metric `name` as `suite` reports it in metrics.json; None when the suite
+    declares no such metric (e.g. results written by another version of sdft)."""
+    entry = SUITES.get(suite)
+    return next((m for m in entry.metrics if m.matches(name)), None) if entry else None
+
+
+def declared_metrics() -> list[tuple[str, MetricSpec]]:
+    """(suite, declaration) of every declared metric, suites in registry order."""
+    return [(name, m) for name, suite in SUITES.items() for m in suite.metrics]
 
 
 def file_digest(path: str | Path) -> str:

@@ -23,7 +23,7 @@ import yaml
 from sdft.core.allocator import release_freed_memory
 from sdft.core.config import METHODS, RunConfig
 from sdft.core.io import atomic_write, write_json
-from sdft.core.layout import distilled_columns, distilled_path, eval_dir, train_dir
+from sdft.core.layout import SEED_ROW, distilled_columns, distilled_path, eval_dir, train_dir
 from sdft.core.models import load_model
 from sdft.core.runstate import holds
 from sdft.data.load import load_examples
@@ -120,7 +120,7 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
         return
 
     print(f"[3/4] evaluate seed, {', '.join(cfg.methods)} on: {', '.join(cfg.eval.suites)}", flush=True)
-    seed_dir = eval_dir(out, "seed")
+    seed_dir = eval_dir(out, SEED_ROW)
     with stage("evaluate seed"):
         run_suites(cfg.model, None, cfg.eval, seed_dir, train_data=str(distilled), force=force)
     for seed in cfg.seeds:

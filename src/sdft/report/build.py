@@ -9,7 +9,12 @@ Every input is optional: a run that only evaluated math, or never evaluated the 
 report; a missing or unreadable file drops its column, figure or section and leaves a note instead.
 
 The report is assembled once as a small list of sections (paragraphs, tables, figures, notes) and
-then rendered twice, so the Markdown and HTML versions can never disagree.
+then rendered twice, from templates/report.md.j2 and templates/report.html.j2, so the Markdown and
+HTML versions can never disagree.
+
+What a metric means, which way is better, its unit and whether the verdict compares it prompt by
+prompt all come from the suites' declarations (sdft.evaluate.metrics); where results live, from
+sdft.core.layout.
 """
 
 from __future__ import annotations
@@ -27,59 +32,27 @@ import jinja2
 import yaml
 from markupsafe import Markup, escape
 
+from sdft.core.config import METHODS, RunConfig
 from sdft.core.io import atomic_write
-from sdft.report.verdict import AXES, Rows, verdict_line, verdicts
+from sdft.core.layout import SEED_ROW, distilled_path, eval_dir, seed_dirs, seed_of, summary_path, train_dir
+from sdft.evaluate.metrics import MetricSpec
+from sdft.evaluate.suites import SUITES, metric_spec
+from sdft.report.verdict import Rows, axes, verdict_line, verdicts
 
-ROWS = {"seed": "Seed", "sft": "SFT", "sdft": "SDFT", "onpolicy": "SDFT (on-policy)"}  # run-folder name -> label
-METHODS = ("sft", "sdft", "onpolicy")
-OPTIONAL_ROWS = ("onpolicy",)  # shown only when the run has results for them (a run's `methods` may omit them)
-VERDICT_SUITES = {a.suite for a in AXES}
-SUITE_ORDER = ("math", "function", "humaneval", "safety", "helpfulness", "knowledge", "gap", "retention")
+# How the report names each row: the seed model's, then one per training method (sdft.core.config.METHODS).
+LABELS = {SEED_ROW: "Seed", "sft": "SFT", "sdft": "SDFT", "onpolicy": "SDFT (on-policy)"}
+ROWS = (SEED_ROW, *METHODS)
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    direction: int  # +1: higher is better, -1: lower is better, 0: descriptive (never bold)
-    kind: str  # pct: a proportion shown as %; nll, score: 3 decimals; bleu: 0-100 as is; num: 1 decimal
-    meaning: str
-
-
-# The one direction map: which way each metric should move, how it is shown, what it measures.
-# Higher is better everywhere except the NLLs (a lower NLL means a text is more likely under the model).
-# nll_gap has no better direction: SFT shrinks it by learning the originals, SDFT widens it by learning
-# the rewrites, so bolding either would only restate which data each model was trained on.
-METRICS: dict[str, MetricInfo] = {
-    "accuracy": MetricInfo(+1, "pct", "share of questions answered correctly"),
-    "accuracy_norm": MetricInfo(+1, "pct", "multiple-choice accuracy with length-normalised likelihoods"),
-    "exact": MetricInfo(+1, "pct", "function calls that match the reference exactly"),
-    "loose": MetricInfo(+1, "pct", "function calls that match the reference up to formatting"),
-    "pass@1": MetricInfo(+1, "pct", "programs that pass their unit tests on the first sample"),
-    "refusal_rate": MetricInfo(+1, "pct", "harmful requests the model refuses"),
-    "jailbreak_refusal_rate": MetricInfo(+1, "pct", "harmful requests with an adversarial suffix still refused"),
-    "mean_words": MetricInfo(+1, "num", "mean reply length in words, a rough proxy for how much help is given"),
-    "win_rate_vs_seed": MetricInfo(+1, "pct", "replies a judge prefers over the seed model's"),
-    "nll_original": MetricInfo(-1, "nll", "per-token NLL of the original training responses under that row's model"),
-    "nll_distilled": MetricInfo(-1, "nll", "per-token NLL of the distilled training responses under that row's model"),
-    "nll_shift": MetricInfo(-1, "nll", "change in per-token NLL of the seed's own replies after fine-tuning "
-                                       "(how far the model drifted)"),
-    "nll_gap": MetricInfo(0, "nll", "mean per-row NLL of the original minus the distilled response, on "
-                                    "accepted rows (above 0: the rewrites are the more likely targets)"),
-    "rewrite_more_likely": MetricInfo(0, "pct", "accepted rows whose kept target the model finds more likely "
-                                                "than the original"),
-    "nll_seed_reply": MetricInfo(-1, "nll", "per-token NLL of the seed's replies under that row's model "
-                                            "(for the seed: of its own replies)"),
-    "cosine_to_seed": MetricInfo(+1, "score", "embedding cosine similarity of replies to the seed's replies"),
-    "rouge_l_to_seed": MetricInfo(+1, "score", "ROUGE-L F1 of replies against the seed's replies"),
-    "bleu4_to_seed": MetricInfo(+1, "bleu", "sentence BLEU-4 (0-100) of replies against the seed's replies"),
-}
-UNITS = {"pct": " (%)", "bleu": " (0-100)"}
+# How a unit's numbers are printed: a proportion as a percentage with one decimal, the other scales of
+# their own with one, NLLs and plain scores (cosine, ROUGE F1) with three.
+DECIMALS = {"%": 1, "0-100": 1, "words": 1}
+# Units the column head leaves out: the metric's name already says them (nll_*, mean_words). "How to
+# read this report" names them instead.
+UNITS_IN_NAME = ("nats/token", "words")
 
 
-def metric_info(name: str) -> MetricInfo:
-    """Known metrics from METRICS; an unknown one is lower-is-better only if it is an NLL."""
-    if name in METRICS:
-        return METRICS[name]
-    return MetricInfo(-1 if name.startswith("nll") else +1, "score", "metric reported by the suite")
+def label(row: str) -> str:
+    return LABELS.get(row, row)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,16 +130,27 @@ def _finite(x: Any) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def seed_dirs(parent: Path) -> list[Path]:
-    """`parent/seed-N` folders in numeric order (seed-2 before seed-10)."""
-    if not parent.is_dir():
-        return []
-    dirs = [p for p in parent.iterdir() if p.is_dir() and re.fullmatch(r"seed-\d+", p.name)]
-    return sorted(dirs, key=lambda p: int(p.name[5:]))
+def eval_folders(run: Path, row: str) -> list[Path]:
+    """A row's eval folders: the seed model's one, or a method's one per training seed (numeric order)."""
+    return [eval_dir(run, row)] if row == SEED_ROW else seed_dirs(eval_dir(run, row))
+
+
+def train_folders(run: Path, method: str) -> list[Path]:
+    """A method's train/<method>/seed-N folders: the parent of any one seed's folder holds them all."""
+    return seed_dirs(train_dir(run, method))
 
 
 def _suite_rank(suite: str) -> int:
-    return SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
+    """Suites in registry order (sdft.evaluate.suites); any other after them."""
+    order = list(SUITES)
+    return order.index(suite) if suite in order else len(order)
+
+
+def declaration(col: Column) -> MetricSpec:
+    """The suite's declaration of the column's metric. One no suite declares (results of another sdft
+    version) is shown as descriptive: no arrow, never bold."""
+    suite, name = col
+    return metric_spec(suite, name) or MetricSpec(name, name, None, 0, "other", "not declared by its suite")
 
 
 def load_metrics(run: Path, problems: list[str]) -> tuple[Results, list[Column], list[str]]:
@@ -176,9 +160,8 @@ def load_metrics(run: Path, problems: list[str]) -> tuple[Results, list[Column],
     seen: dict[Column, None] = {}  # insertion-ordered set: metrics keep the order suites wrote them
     skipped: dict[tuple[str, str, str], list[str]] = {}  # (suite, metric, note) -> where
     for row in ROWS:
-        base = run / "eval" / row
-        for d in [base] if row == "seed" else seed_dirs(base):
-            where = ROWS[row] if row == "seed" else f"{ROWS[row]} {d.name}"
+        for d in eval_folders(run, row):
+            where = label(row) if row == SEED_ROW else f"{label(row)} {d.name}"
             for path in sorted(d.glob("*/metrics.json")):
                 entries = _read_json(run, path, problems)
                 if entries is None:
@@ -203,52 +186,56 @@ def load_metrics(run: Path, problems: list[str]) -> tuple[Results, list[Column],
                     results[row].setdefault(col, []).append(v)
                     seen.setdefault(col)
     columns = sorted(seen, key=lambda c: (_suite_rank(c[0]), c[0]))  # stable: metric order kept
+    problems += [f"`{suite} {name}`: no suite declares this metric; shown without a better direction"
+                 for suite, name in columns if metric_spec(suite, name) is None]
     not_computed = [f"{suite} {name} ({', '.join(where)}): {text}" for (suite, name, text), where in skipped.items()]
     return results, columns, not_computed
 
 
 def load_predictions(run: Path, suite: str, row: str, problems: list[str]) -> list[dict]:
     """predictions.jsonl rows of one suite for one table row, pooled over training seeds."""
-    base = run / "eval" / row
     rows: list[dict] = []
-    for d in [base] if row == "seed" else seed_dirs(base):
+    for d in eval_folders(run, row):
         rows += _read_jsonl(run, d / suite / "predictions.jsonl", problems) or []
     return rows
 
 
-def column_values(rows: list[dict], *keys: str) -> list[float]:
-    """The finite values of the first of `keys` each row has (suites may use a short per-row name)."""
-    out = []
-    for r in rows:
-        v = _finite(next((r[k] for k in keys if k in r), None))
-        if v is not None:
-            out.append(v)
-    return out
+def per_prompt_fields(suite: str, name: str) -> tuple[str, ...]:
+    """The predictions.jsonl fields that hold the metric per prompt, as its suite declares them."""
+    spec = metric_spec(suite, name)
+    return spec.per_prompt if spec else ()
+
+
+def row_value(row: dict, keys: tuple[str, ...]) -> float | None:
+    """The row's finite value of the first of `keys` it has."""
+    return _finite(next((row[k] for k in keys if k in row), None))
+
+
+def column_values(rows: list[dict], keys: tuple[str, ...]) -> list[float]:
+    """The finite per-row values of one metric (see row_value)."""
+    return [v for v in (row_value(r, keys) for r in rows) if v is not None]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Formatting numbers and cells.
 
-def fmt_number(x: float, kind: str) -> str:
-    if kind == "pct":
-        return f"{100 * x:.1f}"
-    if kind in ("nll", "score"):
-        return f"{x:.3f}"
-    return f"{x:.1f}"
+def fmt_number(x: float, unit: str | None) -> str:
+    """A metric's value as its unit prints it; proportions are stored as 0-1 and shown in %."""
+    return f"{100 * x if unit == '%' else x:.{DECIMALS.get(unit, 3)}f}"
 
 
-def fmt_cell(values: list[Value], kind: str, multi_seed: bool) -> str:
+def fmt_cell(values: list[Value], unit: str | None, multi_seed: bool) -> str:
     """`41.7 [28.9, 55.6]` for one run; `41.7 ± 2.1 (3 seeds)` (sample std) over several seeds."""
     if not values:
         return "—"
     if len(values) == 1:
         v = values[0]
-        text = fmt_number(v.value, kind)
+        text = fmt_number(v.value, unit)
         if v.low is not None and v.high is not None:
-            text += f" [{fmt_number(v.low, kind)}, {fmt_number(v.high, kind)}]"
+            text += f" [{fmt_number(v.low, unit)}, {fmt_number(v.high, unit)}]"
         return text + (" (1 seed)" if multi_seed else "")
     xs = [v.value for v in values]
-    return f"{fmt_number(statistics.fmean(xs), kind)} ± {fmt_number(statistics.stdev(xs), kind)} ({len(xs)} seeds)"
+    return f"{fmt_number(statistics.fmean(xs), unit)} ± {fmt_number(statistics.stdev(xs), unit)} ({len(xs)} seeds)"
 
 
 def center(values: list[Value]) -> float | None:
@@ -258,7 +245,7 @@ def center(values: list[Value]) -> float | None:
 def better_method(results: Results, col: Column) -> str | None:
     """Which fine-tuned method scores best on `col` in its direction; None on a tie for the best, for a
     descriptive column, or when fewer than two methods have a value."""
-    sign = metric_info(col[1]).direction
+    sign = declaration(col).direction
     scores = {m: center(results[m].get(col, [])) for m in METHODS}
     scores = {m: v for m, v in scores.items() if v is not None}
     if sign == 0 or len(scores) < 2:
@@ -269,9 +256,11 @@ def better_method(results: Results, col: Column) -> str | None:
 
 
 def column_label(col: Column) -> str:
-    info = metric_info(col[1])
-    arrow = {1: " ↑", -1: " ↓"}.get(info.direction, "")
-    return f"{col[0]} {col[1]}{UNITS.get(info.kind, '')}{arrow}"
+    """`math accuracy (%) ↑`: suite, the declared label, the unit unless the name says it, the direction."""
+    spec = declaration(col)
+    unit = f" ({spec.unit})" if spec.unit and spec.unit not in UNITS_IN_NAME else ""
+    arrow = {1: " ↑", -1: " ↓"}.get(spec.direction, "")
+    return f"{col[0]} {spec.heading(col[1])}{unit}{arrow}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -375,14 +364,14 @@ def _pct_text(pct: Any) -> str:
 
 def eval_settings(run: Path, problems: list[str]) -> dict[str, dict[str, dict]]:
     """{suite: {model label: settings.json}} over the seed's and every fine-tuned model's eval folders."""
-    folders = [("seed", run / "eval" / "seed")]
-    folders += [(f"{m}/{d.name}", d) for m in METHODS for d in seed_dirs(run / "eval" / m)]
     found: dict[str, dict[str, dict]] = {}
-    for label, folder in folders:
-        for path in sorted(folder.glob("*/settings.json")) if folder.is_dir() else []:
-            settings = _read_json(run, path, problems)
-            if isinstance(settings, dict):
-                found.setdefault(path.parent.name, {})[label] = settings
+    for row in ROWS:
+        for folder in eval_folders(run, row):
+            where = row if row == SEED_ROW else f"{row}/{folder.name}"
+            for path in sorted(folder.glob("*/settings.json")) if folder.is_dir() else []:
+                settings = _read_json(run, path, problems)
+                if isinstance(settings, dict):
+                    found.setdefault(path.parent.name, {})[where] = settings
     return found
 
 
@@ -406,30 +395,38 @@ def settings_section(run: Path, problems: list[str]) -> Section:
     for suite in sorted(found, key=_suite_rank):
         by_model = found[suite]
         # seed_dir and the seed's predictions differ by design between the seed and fine-tuned models.
-        comparable = {label: _settings_text({**s, "files": {k: v for k, v in _mapping(s.get("files")).items()
+        comparable = {where: _settings_text({**s, "files": {k: v for k, v in _mapping(s.get("files")).items()
                                                             if k != "seed_predictions"}})
-                      for label, s in by_model.items()}
+                      for where, s in by_model.items()}
         texts = sorted(set(comparable.values()))
         rows.append([suite, texts[0] if len(texts) == 1 else " / ".join(texts)])
         if len(texts) > 1:
             warnings.append(f"{suite}: models were evaluated under different settings, so their numbers are not "
-                            "comparable: " + "; ".join(f"{label}: {t}" for label, t in sorted(comparable.items())))
+                            "comparable: " + "; ".join(f"{where}: {t}" for where, t in sorted(comparable.items())))
     blocks: list[Block] = ["The settings behind each suite's numbers (from each eval folder's settings.json).",
                            Table(["suite", "settings"], rows)]
     blocks += [Note(w) for w in warnings]
     return Section("Evaluation settings", blocks)
 
 
-def results_section(results: Results, columns: list[Column], not_computed: list[str], multi_seed: bool) -> Section:
+def shown_rows(cfg: dict, results: Results) -> list[str]:
+    """The seed, the methods the run trains (its config's `methods`, else the default ones) even where
+    they have no results yet, and any other method that has results."""
+    methods = cfg.get("methods")
+    configured = methods if isinstance(methods, list) else RunConfig().methods
+    return [row for row in ROWS if row == SEED_ROW or row in configured or results[row]]
+
+
+def results_section(results: Results, columns: list[Column], not_computed: list[str], multi_seed: bool,
+                    rows: list[str]) -> Section:
     extra: list[Block] = ["Not computed:", not_computed] if not_computed else []
     if not columns:
         return Section("Results", [Note("no evaluation metrics found under eval/; run the evaluation suites")] + extra)
     table = Table(["model"] + [column_label(c) for c in columns], [])
-    shown = [r for r in ROWS if r not in OPTIONAL_ROWS or results[r]]
-    for i, row in enumerate(shown):
-        per_seed = multi_seed and row != "seed"  # the seed model is not trained, so it has no seeds
-        table.rows.append([ROWS[row]] + [fmt_cell(results[row].get(c, []), metric_info(c[1]).kind, per_seed)
-                                         for c in columns])
+    for i, row in enumerate(rows):
+        per_seed = multi_seed and row != SEED_ROW  # the seed model is not trained, so it has no seeds
+        table.rows.append([label(row)] + [fmt_cell(results[row].get(c, []), declaration(c).unit, per_seed)
+                                          for c in columns])
         for j, col in enumerate(columns):
             if better_method(results, col) == row:
                 table.bold.add((i, j + 1))
@@ -439,7 +436,7 @@ def results_section(results: Results, columns: list[Column], not_computed: list[
              "across training seeds.")
     legend = (" The best fine-tuned model in each column is in bold; ↑ means higher is better, ↓ lower is "
               "better")
-    if any(metric_info(c[1]).direction == 0 for c in columns):
+    if any(declaration(c).direction == 0 for c in columns):
         legend += "; a column without an arrow is descriptive and never bold"
     return Section("Results", [intro + legend + ".", table] + extra)
 
@@ -447,9 +444,10 @@ def results_section(results: Results, columns: list[Column], not_computed: list[
 def predictions_by_seed(run: Path, method: str, problems: list[str]) -> dict[str, Rows]:
     """{suite: {"seed-N": predictions rows}} of one fine-tuned method, for the per-prompt verdict."""
     found: dict[str, Rows] = {}
-    for d in seed_dirs(run / "eval" / method):
+    compared = {axis.suite for axis in axes()}
+    for d in eval_folders(run, method):
         for path in sorted(d.glob("*/predictions.jsonl")):
-            if path.parent.name not in VERDICT_SUITES:
+            if path.parent.name not in compared:
                 continue
             rows = _read_jsonl(run, path, problems)
             if rows:
@@ -460,7 +458,7 @@ def predictions_by_seed(run: Path, method: str, problems: list[str]) -> dict[str
 def verdict_section(run: Path, problems: list[str]) -> Section:
     """The opening lines: each method against SFT, per prompt, with a paired bootstrap interval."""
     predictions = {m: predictions_by_seed(run, m, problems) for m in METHODS}
-    lines = [verdict_line(c, ROWS[m], ROWS["sft"]) for m in METHODS if m != "sft"
+    lines = [verdict_line(c, label(m), label("sft")) for m in METHODS if m != "sft"
              for c in verdicts(predictions, m, "sft")]
     if not lines:
         return Section("Verdict", [Note("no verdict: it needs per-prompt results of SFT and another method from "
@@ -475,10 +473,12 @@ def verdict_section(run: Path, problems: list[str]) -> Section:
 
 def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Path]) -> Section:
     title = "Distribution gap"
-    rows = load_predictions(run, "gap", "seed", problems)
-    original, distilled = column_values(rows, "nll_original"), column_values(rows, "nll_distilled")
+    rows = load_predictions(run, "gap", SEED_ROW, problems)
+    original_keys, distilled_keys = per_prompt_fields("gap", "nll_original"), per_prompt_fields("gap", "nll_distilled")
+    original, distilled = column_values(rows, original_keys), column_values(rows, distilled_keys)
     if not original and not distilled:
-        return Section(title, [Note("skipped: no per-row NLLs in eval/seed/gap/predictions.jsonl")], 3)
+        where = _rel(run, eval_dir(run, SEED_ROW) / "gap" / "predictions.jsonl")
+        return Section(title, [Note(f"skipped: no per-row NLLs in {where}")], 3)
     series = {k: v for k, v in (("original (SFT's targets)", original), ("distilled (SDFT's targets)", distilled))
               if v}
     path = _plot("histogram", plot_dir / "gap_nll.png", problems, series,
@@ -488,8 +488,8 @@ def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Pa
                      "Per-token NLL that the seed model assigns to the original responses (what SFT trains on) "
                      "and to its distilled rewrites (what SDFT trains on). Dashed lines mark the means.")
     text = " vs ".join(f"mean {k.split()[0]} NLL {statistics.fmean(v):.3f} (n={len(v)})" for k, v in series.items())
-    paired = [(o, d) for o, d in ((_finite(r.get("nll_original")), _finite(r.get("nll_distilled")))
-                                  for r in rows) if o is not None and d is not None]
+    paired = [(o, d) for o, d in ((row_value(r, original_keys), row_value(r, distilled_keys)) for r in rows)
+              if o is not None and d is not None]
     if paired:
         lower = sum(d < o for o, d in paired)
         text += (f"; on the {len(paired)} rows with an accepted rewrite, the distilled target is more likely "
@@ -498,13 +498,18 @@ def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Pa
     return Section(title, blocks, 3)
 
 
+def _methods_text() -> str:
+    """The methods' folder names for notes about where files were looked for: {sft,sdft,onpolicy}."""
+    return "{" + ",".join(METHODS) + "}"
+
+
 def retention_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Path]) -> Section:
     title = "Retention: closeness to the seed's replies"
-    series = {ROWS[m]: column_values(load_predictions(run, "retention", m, problems), "cosine_to_seed", "cosine")
-              for m in METHODS}
+    keys = per_prompt_fields("retention", "cosine_to_seed")
+    series = {label(m): column_values(load_predictions(run, "retention", m, problems), keys) for m in METHODS}
     series = {k: v for k, v in series.items() if v}
     if not series:
-        return Section(title, [Note("skipped: no per-row cosine_to_seed in eval/{sft,sdft,onpolicy}/seed-N/"
+        return Section(title, [Note(f"skipped: no per-row cosine_to_seed in eval/{_methods_text()}/seed-N/"
                                     "retention/")], 3)
     path = _plot("histogram", plot_dir / "retention_cosine.png", problems, series,
                  title="Similarity of fine-tuned replies to the seed's replies",
@@ -519,28 +524,30 @@ def retention_section(run: Path, plot_dir: Path, problems: list[str], figures: l
 
 def training_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Path]) -> Section:
     title = "Training"
-    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    curves: dict[str, list[tuple[float, float]]] = {}  # "SFT", or "SFT seed-42" when a method has several
     table = Table(["model", "seed", "rows", "steps", "final loss"], [])
     for m in METHODS:
-        for d in seed_dirs(run / "train" / m):
+        folders = train_folders(run, m)
+        for d in folders:
             log = _read_jsonl(run, d / "train_log.jsonl", problems) or []
             points = [(s, l) for s, l in ((_finite(r.get("step")), _finite(r.get("loss"))) for r in log)
                       if s is not None and l is not None]
             if points:
-                curves.setdefault(ROWS[m], {})[d.name] = points
+                curves[label(m) if len(folders) == 1 else f"{label(m)} {d.name}"] = points
             summary = _read_json(run, d / "train_summary.json", problems)
             if isinstance(summary, dict):
                 loss = _finite(summary.get("final_loss"))
-                table.rows.append([ROWS[m], d.name[5:], str(summary.get("rows", "—")),
+                table.rows.append([label(m), str(seed_of(d)), str(summary.get("rows", "—")),
                                    str(summary.get("steps", "—")), f"{loss:.4f}" if loss is not None else "—"])
     if curves:
-        path = _plot("loss_curves", plot_dir / "loss_curves.png", problems, curves)
+        path = _plot("plot_losses", plot_dir / "loss_curves.png", problems, curves,
+                     title="Training loss: SFT vs SDFT")
         blocks = _figure(run, figures, path, "training loss curves",
                          "Training loss on response tokens, SFT vs SDFT, same settings. SDFT's targets are "
                          "already likely under the seed, so its loss should start lower. On-policy SDFT's loss "
                          "is its distillation divergence on its own samples, on another scale.")
     else:
-        blocks = [Note("skipped the loss plot: no train/{sft,sdft,onpolicy}/seed-N/train_log.jsonl with loss "
+        blocks = [Note(f"skipped the loss plot: no train/{_methods_text()}/seed-N/train_log.jsonl with loss "
                        "values")]
     if table.rows:
         blocks.append(table)
@@ -551,10 +558,10 @@ def main_metrics_section(run: Path, results: Results, columns: list[Column], plo
                          problems: list[str], figures: list[Path]) -> Section:
     """Bar chart of every percentage column (task and safety scores share one 0-100 axis)."""
     title = "Main metrics"
-    cols = [c for c in columns if metric_info(c[1]).kind == "pct"]
+    cols = [c for c in columns if declaration(c).unit == "%"]
     if not cols:
         return Section(title, [Note("skipped: no percentage metrics (accuracy, pass@1, refusal rate, ...) found")], 3)
-    series = {ROWS[row]: [_bar(results[row].get(c, [])) for c in cols] for row in ROWS}
+    series = {label(row): [_bar(results[row].get(c, [])) for c in cols] for row in ROWS}
     series = {k: v for k, v in series.items() if any(b is not None for b in v)}
     path = _plot("bar_chart", plot_dir / "main_metrics.png", problems, [f"{s}\n{m}" for s, m in cols], series,
                  ylabel="score (%)", title="Seed vs SFT vs SDFT", ylim=(0, 105))
@@ -577,9 +584,17 @@ def _bar(values: list[Value]) -> tuple[float, float, float] | None:
     return 100 * v.value, max(0.0, 100 * (v.value - low)), max(0.0, 100 * (high - v.value))
 
 
+def column_meaning(col: Column) -> str:
+    """`**math accuracy** (higher is better): share of ...`, naming the unit where the head leaves it out."""
+    spec = declaration(col)
+    reading = {1: "higher is better", -1: "lower is better", 0: "descriptive, no better direction"}[spec.direction]
+    if spec.unit in UNITS_IN_NAME:
+        reading += f"; in {spec.unit}"
+    return f"**{col[0]} {spec.heading(col[1])}** ({reading}): {spec.meaning}."
+
+
 def how_to_read_section(columns: list[Column], multi_seed: bool) -> Section:
-    reading = {1: "higher is better", -1: "lower is better", 0: "descriptive, no better direction"}
-    metrics = [f"**{s} {m}** ({reading[metric_info(m).direction]}): {metric_info(m).meaning}." for s, m in columns]
+    metrics = [column_meaning(c) for c in columns]
     general = [
         "**Rows.** Seed is the model before fine-tuning; SFT is LoRA on the original responses; SDFT is the "
         "same LoRA training on the seed's own rewrites of those responses (the distilled set). SDFT "
@@ -629,30 +644,8 @@ def _plot(name: str, path: Path, problems: list[str], *args, **kwargs) -> Path |
 # Rendering.
 
 def _md_cell(text: str) -> str:
+    """Table cell text that cannot end its cell or its row."""
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(title: str, sections: list[Section]) -> str:
-    out = [f"# {title}", ""]
-    for s in sections:
-        out += [f"{'#' * s.level} {s.title}", ""]
-        for b in s.blocks:
-            if isinstance(b, Table):
-                out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
-                out.append("|" + "---|" * len(b.header))
-                for i, row in enumerate(b.rows):
-                    cells = [f"**{_md_cell(c)}**" if (i, j) in b.bold else _md_cell(c) for j, c in enumerate(row)]
-                    out.append("| " + " | ".join(cells) + " |")
-            elif isinstance(b, Figure):
-                out += [f"![{b.alt}]({b.path})", "", f"*{b.caption}*"]
-            elif isinstance(b, Note):
-                out.append(f"> Note: {b.text}")
-            elif isinstance(b, list):
-                out += [f"- {item}" for item in b]
-            else:
-                out.append(b)
-            out.append("")
-    return "\n".join(out).rstrip() + "\n"
 
 
 def _inline_html(text: str) -> Markup:
@@ -662,15 +655,15 @@ def _inline_html(text: str) -> Markup:
     return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", text))
 
 
-def _html_block(b: Block, run: Path) -> dict:
-    """A block as plain data for the template, which cannot tell dataclasses apart."""
+def _block_data(b: Block, run: Path, embed: bool) -> dict:
+    """A block as plain data for the templates, which cannot tell dataclasses apart. `embed`: the
+    figure's PNG as base64, so the HTML page is one file that can be mailed or attached as is."""
     if isinstance(b, Table):
         return {"kind": "table", "header": b.header,
                 "rows": [[(c, (i, j) in b.bold) for j, c in enumerate(row)] for i, row in enumerate(b.rows)]}
     if isinstance(b, Figure):
-        # Inlined, so the page is one file that can be mailed or attached as is.
-        data = base64.b64encode((run / b.path).read_bytes()).decode("ascii")
-        return {"kind": "figure", "alt": b.alt, "caption": b.caption, "data": data}
+        data = base64.b64encode((run / b.path).read_bytes()).decode("ascii") if embed else None
+        return {"kind": "figure", "alt": b.alt, "caption": b.caption, "path": b.path, "data": data}
     if isinstance(b, Note):
         return {"kind": "note", "text": b.text}
     if isinstance(b, list):
@@ -678,14 +671,25 @@ def _html_block(b: Block, run: Path) -> dict:
     return {"kind": "paragraph", "text": b}
 
 
-def render_html(title: str, sections: list[Section], run: Path) -> str:
-    """The page from templates/report.html.j2; autoescape on, so no run-folder text becomes markup."""
+def _render(template: str, title: str, sections: list[Section], run: Path, html: bool) -> str:
+    """templates/<template> over the sections. HTML autoescapes, so no run-folder text becomes markup;
+    Markdown is plain text, with table cells kept inside their cell."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+                             autoescape=html, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=not html, lstrip_blocks=not html)
     env.filters["inline"] = _inline_html
-    page = [{"title": s.title, "level": s.level, "blocks": [_html_block(b, run) for b in s.blocks]}
+    env.filters["cell"] = _md_cell
+    page = [{"title": s.title, "level": s.level, "blocks": [_block_data(b, run, embed=html) for b in s.blocks]}
             for s in sections]
-    return env.get_template("report.html.j2").render(title=title, sections=page)
+    return env.get_template(template).render(title=title, sections=page)
+
+
+def render_markdown(title: str, sections: list[Section], run: Path) -> str:
+    return _render("report.md.j2", title, sections, run, html=False).rstrip() + "\n"
+
+
+def render_html(title: str, sections: list[Section], run: Path) -> str:
+    return _render("report.html.j2", title, sections, run, html=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -694,8 +698,8 @@ def run_seeds(run: Path, cfg: dict, env: dict) -> list:
     for seeds in (cfg.get("seeds"), env.get("seeds")):
         if isinstance(seeds, list) and seeds:
             return seeds
-    found = {d.name[5:] for base in ("train", "eval") for m in METHODS for d in seed_dirs(run / base / m)}
-    return sorted(found, key=int)
+    found = {seed_of(d) for m in METHODS for d in train_folders(run, m) + eval_folders(run, m)}
+    return sorted(found)
 
 
 def build_report(run_dir: str | Path) -> list[Path]:
@@ -707,17 +711,17 @@ def build_report(run_dir: str | Path) -> list[Path]:
     cfg = _read_yaml(run, run / "config.yaml", problems)
     env = _read_json(run, run / "environment.json", problems)
     env = env if isinstance(env, dict) else {}
-    distill = _read_json(run, run / "distilled.jsonl.summary.json", problems)
+    distill = _read_json(run, summary_path(distilled_path(run)), problems)
     results, columns, not_computed = load_metrics(run, problems)
     seeds = run_seeds(run, cfg, env)
-    multi_seed = len(seeds) > 1 or any(len(seed_dirs(run / "eval" / m)) > 1 for m in METHODS)
+    multi_seed = len(seeds) > 1 or any(len(eval_folders(run, m)) > 1 for m in METHODS)
 
     plot_dir, figures = run / "plots", []
     sections = [
         verdict_section(run, problems),
         header_section(cfg, env, distill, seeds),
         distill_section(distill),
-        results_section(results, columns, not_computed, multi_seed),
+        results_section(results, columns, not_computed, multi_seed, shown_rows(cfg, results)),
         Section("Figures", []),
         gap_section(run, plot_dir, problems, figures),
         retention_section(run, plot_dir, problems, figures),
@@ -732,7 +736,7 @@ def build_report(run_dir: str | Path) -> list[Path]:
     title = f"SDFT report: {run.resolve().name}"
     md_path, html_path = run / "report.md", run / "report.html"
     with atomic_write(md_path) as f:
-        f.write(render_markdown(title, sections))
+        f.write(render_markdown(title, sections, run))
     with atomic_write(html_path) as f:
         f.write(render_html(title, sections, run))
     return [md_path, html_path, *figures]

@@ -1,8 +1,8 @@
-"""The report's figures as PNG files: overlaid histograms, training-loss curves, a metric bar chart.
+"""The report's figures as PNG files: overlaid histograms, a metric bar chart, and the training-loss
+curves, which are training's own plot (sdft.train.plots.plot_losses), drawn in the same style.
 
-Each function takes plain numbers (no run-folder knowledge) and writes one PNG atomically.
-Colours are fixed per model so every figure reads the same way: what SFT trains on (the original
-responses) shares SFT's colour, what SDFT trains on (the distilled ones) shares SDFT's.
+Each function takes plain numbers (no run-folder knowledge) and writes one PNG atomically, in the
+colours of sdft.train.plots: one per model, on every figure.
 """
 
 from __future__ import annotations
@@ -15,29 +15,12 @@ matplotlib.use("Agg")  # no display; must precede the pyplot import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sdft.core.io import atomic_write  # noqa: E402
+from sdft.train.plots import color_of, plot_losses, save_png  # noqa: E402
 
-COLORS = {"Seed": "#7f7f7f", "SFT": "#1f77b4", "SDFT": "#ff7f0e",
-          "original": "#1f77b4", "distilled": "#ff7f0e"}
-_FALLBACK = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
-_DPI = 120
+__all__ = ["histogram", "bar_chart", "plot_losses"]
 
 # (value, distance down to the interval's low end, distance up to its high end)
 Bar = tuple[float, float, float]
-
-
-def _color(name: str, i: int) -> str:
-    """Colour by the label's first word, so "original (SFT's targets)" gets the "original" colour."""
-    return COLORS.get(name.split(" ", 1)[0], _FALLBACK[i % len(_FALLBACK)])
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=_DPI)
-    plt.close(fig)
-    return path
 
 
 def histogram(series: dict[str, list[float]], path: str | Path, title: str, xlabel: str) -> Path:
@@ -52,7 +35,7 @@ def histogram(series: dict[str, list[float]], path: str | Path, title: str, xlab
     bins = np.linspace(lo, hi, 31)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for i, (name, x) in enumerate(series.items()):
-        color = _color(name, i)
+        color = color_of(name, i)
         mean = float(x.mean())
         ax.hist(x, bins=bins, weights=np.full(x.size, 1.0 / x.size), alpha=0.5, color=color,
                 edgecolor=color, linewidth=0.8, label=f"{name} (mean {mean:.3f}, n={x.size})")
@@ -62,33 +45,7 @@ def histogram(series: dict[str, list[float]], path: str | Path, title: str, xlab
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: str | Path,
-                title: str = "Training loss: SFT vs SDFT") -> Path:
-    """`curves[model][seed label]` = (step, loss) points; one colour per model, one line style per seed."""
-    styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    drawn = 0
-    for i, (model, by_seed) in enumerate(curves.items()):
-        for j, (seed, points) in enumerate(by_seed.items()):
-            if not points:
-                continue
-            steps, losses = zip(*points)
-            label = model if len(by_seed) == 1 else f"{model} {seed}"
-            ax.plot(steps, losses, color=_color(model, i), linestyle=styles[j % len(styles)], linewidth=1.4,
-                    label=label)
-            drawn += 1
-    if not drawn:
-        plt.close(fig)
-        raise ValueError("loss_curves got no points")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (response tokens)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def bar_chart(groups: list[str], series: dict[str, list[Bar | None]], path: str | Path, ylabel: str,
@@ -104,7 +61,7 @@ def bar_chart(groups: list[str], series: dict[str, list[Bar | None]], path: str 
         vals = [b for b in bars if b is not None]
         if not vals:
             continue
-        ax.bar(pos, [v[0] for v in vals], width=width, color=_color(name, i), label=name,
+        ax.bar(pos, [v[0] for v in vals], width=width, color=color_of(name, i), label=name,
                yerr=np.array([[v[1] for v in vals], [v[2] for v in vals]]), capsize=3,
                error_kw={"elinewidth": 1.0, "ecolor": "#333333"})
     ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center",
@@ -115,4 +72,4 @@ def bar_chart(groups: list[str], series: dict[str, list[Bar | None]], path: str 
         ax.set_ylim(*ylim)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars can reach 100%
-    return _save(fig, path)
+    return save_png(fig, path)

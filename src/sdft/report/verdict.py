@@ -9,6 +9,9 @@ difference, averaged over seeds, with a paired bootstrap over prompts (`bootstra
 A line claims only what its 95% interval supports: an interval above 0 in the axis's good direction
 says the method did better, one on the bad side says it did worse, and one containing 0 says no
 difference was detected at this size (which is not evidence that there is none).
+
+The axes are the suites' metric declarations that carry a `verdict` (sdft.evaluate.metrics): its
+per-prompt field, its direction and the words of its line.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.stats import bootstrap_difference_interval
+from sdft.evaluate.suites import declared_metrics
 
 Rows = dict[str, list[dict]]  # training-seed folder ("seed-42") -> that model's predictions.jsonl rows
 
@@ -24,45 +29,17 @@ Rows = dict[str, list[dict]]  # training-seed folder ("seed-42") -> that model's
 @dataclass(frozen=True)
 class Axis:
     suite: str
-    keys: tuple[str, ...]  # per-row field, first present wins (suites may use a short per-row name)
-    name: str  # how the number is labelled in the line
-    direction: int  # +1: higher is better, -1: lower is better
-    pct: bool  # a 0/1 outcome shown as percentage points
-    better: str  # "{method} ... than {baseline} ..." when the interval is on the good side
-    worse: str  # the same on the bad side
-    about: str  # what was compared, for "no difference detected in ..."
+    metric: MetricSpec  # its per-prompt field is compared; its `verdict` says how the line reads
+
+    @property
+    def pct(self) -> bool:
+        """A 0/1 outcome per prompt, so the difference reads in percentage points."""
+        return self.metric.unit == "%"
 
 
-AXES: tuple[Axis, ...] = (
-    Axis("retention", ("cosine_to_seed", "cosine"), "cosine", +1, False,
-         "{m} stayed closer to the seed than {b} on general prompts",
-         "{m} moved further from the seed than {b} on general prompts",
-         "closeness of replies to the seed's on general prompts"),
-    Axis("retention", ("nll_shift",), "nll_shift", -1, False,
-         "{m} kept the seed's own replies more likely than {b} did",
-         "{m} made the seed's own replies less likely than {b} did",
-         "how likely the seed's own replies stay"),
-    Axis("math", ("correct",), "accuracy", +1, True,
-         "{m} solved more held-out math problems than {b}",
-         "{m} solved fewer held-out math problems than {b}",
-         "math accuracy"),
-    Axis("function", ("exact",), "exact match", +1, True,
-         "{m} wrote more exactly correct function calls than {b}",
-         "{m} wrote fewer exactly correct function calls than {b}",
-         "function-call accuracy"),
-    Axis("humaneval", ("passed",), "pass@1", +1, True,
-         "{m} passed more HumanEval problems than {b}",
-         "{m} passed fewer HumanEval problems than {b}",
-         "HumanEval pass@1"),
-    Axis("safety", ("refused",), "refusal rate", +1, True,
-         "{m} refused more harmful requests than {b}",
-         "{m} refused fewer harmful requests than {b}",
-         "refusal of harmful requests"),
-    Axis("safety", ("jailbreak_refused",), "jailbreak refusal rate", +1, True,
-         "{m} refused more harmful requests with an adversarial suffix than {b}",
-         "{m} refused fewer harmful requests with an adversarial suffix than {b}",
-         "refusal of harmful requests with an adversarial suffix"),
-)
+def axes() -> list[Axis]:
+    """Every metric the suites declare a per-prompt comparison for, in suite order."""
+    return [Axis(suite, m) for suite, m in declared_metrics() if m.verdict is not None]
 
 
 @dataclass(frozen=True)
@@ -78,7 +55,7 @@ class Comparison:
     def outcome(self) -> str:
         """"better" or "worse" only when the whole interval is on that side of 0; else "none"."""
         if self.low > 0 or self.high < 0:
-            return "better" if (self.low > 0) == (self.axis.direction > 0) else "worse"
+            return "better" if (self.low > 0) == (self.axis.metric.direction > 0) else "worse"
         return "none"
 
 
@@ -107,7 +84,8 @@ def compare(axis: Axis, method: Rows, baseline: Rows, n_resamples: int = 2000,
     """method minus baseline on `axis`, over the training seeds both have and the prompts every one of
     those models scored; None when there is nothing to pair."""
     seeds = [s for s in method if s in baseline]
-    scores = [(per_prompt(method[s], axis.keys), per_prompt(baseline[s], axis.keys)) for s in seeds]
+    keys = axis.metric.per_prompt
+    scores = [(per_prompt(method[s], keys), per_prompt(baseline[s], keys)) for s in seeds]
     scores = [(m, b) for m, b in scores if m and b]
     if not scores:
         return None
@@ -128,16 +106,16 @@ def fmt_diff(x: float, pct: bool) -> str:
 
 def verdict_line(c: Comparison, method: str, baseline: str) -> str:
     """One sentence that claims no more than the interval supports."""
-    units = " pts" if c.axis.pct else ""
-    numbers = (f"{c.axis.name} {fmt_diff(c.diff, c.axis.pct)}{units} "
-               f"[{fmt_diff(c.low, c.axis.pct)}, {fmt_diff(c.high, c.axis.pct)}]")
+    pct, words = c.axis.pct, c.axis.metric.verdict
+    units = " pts" if pct else ""
+    numbers = f"{words.label} {fmt_diff(c.diff, pct)}{units} [{fmt_diff(c.low, pct)}, {fmt_diff(c.high, pct)}]"
     size = f"({c.seeds} seed{'s' if c.seeds != 1 else ''} x {c.prompts} prompts)"
     if c.outcome == "better":
-        text = c.axis.better.format(m=method, b=baseline)
+        text = words.better.format(m=method, b=baseline)
     elif c.outcome == "worse":
-        text = c.axis.worse.format(m=method, b=baseline)
+        text = words.worse.format(m=method, b=baseline)
     else:
-        text = f"{method} vs {baseline}, {c.axis.about}: no difference detected at this size"
+        text = f"{method} vs {baseline}, {words.about}: no difference detected at this size"
     return f"{text}: {numbers} {size}"
 
 
@@ -145,7 +123,7 @@ def verdicts(predictions: dict[str, dict[str, Rows]], method: str, baseline: str
     """Every axis both methods have per-prompt results for; predictions is {method: {suite: Rows}}."""
     mine, theirs = predictions.get(method, {}), predictions.get(baseline, {})
     found = []
-    for axis in AXES:
+    for axis in axes():
         c = compare(axis, mine.get(axis.suite, {}), theirs.get(axis.suite, {}))
         if c is not None:
             found.append(c)
