@@ -72,3 +72,24 @@ def interrupt_generation(monkeypatch):
 def tiny_model(tmp_path_factory) -> str:
     """Path of a tiny random chat model saved on disk (loads like any hub model, nothing downloaded)."""
     return str(_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama")))
+
+
+# The longest tests (`pytest --durations=15`, 50-110 s each on 2 cores) start first: with two workers, a
+# long test that starts last keeps one worker busy while the other idles (about a minute of wall time).
+LONGEST_FIRST = (
+    "tests/test_session.py::test_killed_train_resumes_like_uninterrupted",
+    "tests/test_resume_distill.py::test_killed_five_times_resumes_to_identical_output",
+    "tests/test_gpu_check.py",
+    "tests/test_scale_out.py",
+    "tests/test_humaneval.py::test_all_canonical_solutions_pass_through_the_cli",
+    "tests/test_runstate.py::test_a_second_distill_on_the_same_output_refuses_at_once",
+    "tests/test_metric_declarations.py",
+    "tests/test_cli.py::test_run_recipe_end_to_end",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
