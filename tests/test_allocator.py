@@ -35,4 +35,6 @@ def test_kept_memory_is_reused_without_page_faults():
     first, last = faults("mmap")
     assert first > pages // 2 and last > pages // 2  # fresh mappings: every round faults its pages in again
     first, last = faults("keep")
-    assert first > pages // 2 and last < pages // 4
+    # Now and then glibc hands back one or two of the eight blocks (4096-8193 faults seen in about one
+    # run in five); the control re-faults all of them every round
+    assert first > pages // 2 and last < pages // 3
