@@ -7,7 +7,6 @@ where it stopped; the final JSONL appears only when every batch is done (written
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -18,7 +17,7 @@ from sdft.core.errors import InputError
 from sdft.core.io import atomic_write, write_json
 from sdft.core.layout import parts_dir, summary_path
 from sdft.core.models import resolve_model
-from sdft.core.runstate import StaleStateError, finish, holds, process_state
+from sdft.core.runstate import StaleStateError, finish, fingerprint, holds, process_state
 from sdft.data.example import Example
 from sdft.distill.candidates import add_candidates, hit_token_limit, self_answer_prompts, spread
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
@@ -91,18 +90,12 @@ def context_limit(model, tokenizer, max_context: int | None = None) -> int:
     return min((n for n in limits if isinstance(n, int) and 0 < n < 10**9), default=10**9)
 
 
-def fingerprint(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
+def distill_key(model_name: str, task: str, template: DistillTemplate, cfg: DistillConfig, prompts: list[str],
                 examples: list[Example], limit: int | None = None, dtype: str | None = None) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([model_name, task, asdict(template), asdict(cfg)], sort_keys=True).encode())
-    if dtype is not None:
-        h.update(f"dtype={dtype}".encode())
-    if limit is not None:  # which rows are too long, and so which prompts are generated, depends on it
-        h.update(f"limit={limit}".encode())
-    for p, ex in zip(prompts, examples):
-        h.update(p.encode())
-        h.update(ex.response.encode())
-    return h.hexdigest()
+    """What the distilled file depends on. `limit`: which rows are too long, and so which prompts are
+    generated, depends on it; `dtype`: bf16 and fp32 greedy replies differ at near-ties."""
+    return fingerprint("distill", model_name, task, asdict(template), asdict(cfg), dtype, limit,
+                       [[p, ex.response] for p, ex in zip(prompts, examples)])
 
 
 @holds("out")
@@ -117,7 +110,7 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
     limit = context_limit(model, tokenizer, cfg.max_context)
     # The dtype the model runs in is part of the key: bf16 and fp32 greedy replies differ at near-ties.
     dtype = str(next(model.parameters()).dtype) if model is not None else "vllm"
-    key = fingerprint(model_name if revision is None else f"{model_name}@{revision}", task, template, cfg, prompts,
+    key = distill_key(model_name if revision is None else f"{model_name}@{revision}", task, template, cfg, prompts,
                       examples, limit, dtype)
     summary_file = summary_path(out)
     if out.is_file() and summary_file.is_file() and not force:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from sdft.core.chat import render_chat
 from sdft.core.io import atomic_write
 from sdft.core.models import load_model
-from sdft.core.runstate import finish, holds, process_state
+from sdft.core.runstate import fingerprint, finish, holds, process_state
 from sdft.data.example import Example
 from sdft.engine.decode import DecodeConfig
 from sdft.engine.resumable import generate_resumable
@@ -26,13 +25,8 @@ def eval_generation(max_new_tokens: int, batch_size: int) -> DecodeConfig:
 def generation_key(spec, adapter: str | None, prompts: list[str], gen: DecodeConfig, model=None) -> str:
     # The dtype the model really runs in (spec.dtype may say "auto"): bf16 and fp32 replies differ at near-ties.
     dtype = str(next(model.parameters()).dtype) if model is not None else spec.dtype
-    h = hashlib.sha256(json.dumps([spec.name, dtype, adapter, gen.max_new_tokens, gen.batch_size,
-                                   gen.max_batch_tokens, list(gen.stop)]).encode())
-    if getattr(spec, "revision", None):  # another revision is another model (keys without one stay as they were)
-        h.update(f"revision={spec.revision}".encode())
-    for p in prompts:
-        h.update(p.encode())
-    return h.hexdigest()
+    return fingerprint("generate", spec.name, getattr(spec, "revision", None), dtype, adapter, gen.max_new_tokens,
+                       gen.batch_size, gen.max_batch_tokens, list(gen.stop), prompts)
 
 
 @holds("out")

@@ -161,6 +161,9 @@ def suite_settings(name: str, spec: ModelSpec, adapter: str | None, cfg: EvalCon
         seed_file = Path(seed_dir) / name / "predictions.jsonl" if seed_dir is not None else None
         settings["seed_dir"] = str(seed_dir) if seed_dir is not None else None
         files["seed_predictions"] = source_digest(str(seed_file)) if seed_file else None
+    if name == "retention" and seed_dir is not None:
+        # A seed re-evaluated to add its top-k (kl_from_seed) redoes the results that lacked it.
+        files["seed_topk"] = source_digest(str(suite_retention.seed_topk_path(seed_dir)))
     if name == "helpfulness":
         settings["judge_model"] = os.environ.get("SDFT_JUDGE_MODEL") or None
     return {

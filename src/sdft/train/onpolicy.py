@@ -25,8 +25,6 @@ divergence between student and teacher on the student's samples), not a cross-en
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +35,7 @@ from sdft.core.chat import render_chat
 from sdft.core.config import OnPolicyConfig
 from sdft.core.errors import InputError
 from sdft.core.models import load_tokenizer, pick_dtype, resolve_model
-from sdft.core.runstate import holds
+from sdft.core.runstate import fingerprint, holds
 from sdft.data.example import Example
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
 from sdft.train.lora import lora_config, quantization_args
@@ -65,11 +63,8 @@ def run_fingerprint(model_name: str, examples: list[Example], cfg, ocfg: OnPolic
                     template: DistillTemplate) -> str:
     """What the adapter depends on: model, data, settings and the teacher's template."""
     settings = asdict(cfg) | {"save_steps": None, "logging_steps": None, "gradient_checkpointing": None}
-    h = hashlib.sha256(json.dumps(["onpolicy", model_name, settings, asdict(ocfg), asdict(template)],
-                                  sort_keys=True, default=str).encode())
-    for ex in examples:
-        h.update(json.dumps([ex.messages(), ex.response, ex.instruction, ex.input], ensure_ascii=False).encode())
-    return h.hexdigest()
+    return fingerprint("onpolicy", model_name, settings, asdict(ocfg), asdict(template),
+                       [[ex.messages(), ex.response, ex.instruction, ex.input] for ex in examples])
 
 
 def _trainer_class():

@@ -11,8 +11,6 @@ kill is passed over, and checkpoints of other data or settings are refused (use 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 from sdft.core.config import TrainConfig
 from sdft.core.errors import InputError
 from sdft.core.models import load_tokenizer, pick_device, pick_dtype, resolve_model
-from sdft.core.runstate import holds, process_state
+from sdft.core.runstate import fingerprint, holds, process_state
 from sdft.data.example import Example
 from sdft.engine.attention import supports_segments
 from sdft.train import attention
@@ -77,10 +75,7 @@ def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig) -> tuple
 def run_fingerprint(model_name: str, examples: list[Example], cfg: TrainConfig) -> str:
     """What the trained adapter depends on: model, data and settings (not how often progress is saved)."""
     settings = asdict(cfg) | {"save_steps": None, "logging_steps": None, "gradient_checkpointing": None}
-    h = hashlib.sha256(json.dumps([model_name, settings], sort_keys=True, default=str).encode())
-    for ex in examples:
-        h.update(json.dumps([ex.messages(), ex.response], ensure_ascii=False).encode())
-    return h.hexdigest()
+    return fingerprint("train", model_name, settings, [[ex.messages(), ex.response] for ex in examples])
 
 
 @holds("out_dir")
