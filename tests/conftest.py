@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
+
+import sdft.core.models
+import sdft.train.trainer
 
 # Tests run offline: nothing may reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,3 +98,39 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
 
     items.sort(key=rank)  # stable: the rest keep their order
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any attempt to load a model or start training fails the test."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model or tokenizer was loaded")
+
+    for name in ("load_model", "load_tokenizer", "resolve_model", "convert_default_model"):
+        monkeypatch.setattr(sdft.core.models, name, forbidden)
+    monkeypatch.setattr(sdft.train.trainer, "train", forbidden)
+    # wherever a stage imported them from: no weights or tokenizer may be read
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
+
+
+def tiny_llama_in_memory(initializer_range: float = 0.02):
+    """(model, tokenizer): a random 2-layer Llama with the embedded model's tokenizer, not saved anywhere."""
+    from sdft.core.models import load_tokenizer
+
+    tok = load_tokenizer("default")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                                      pad_token_id=tok.pad_token_id, initializer_range=initializer_range)
+    return transformers.LlamaForCausalLM(config).eval(), tok
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama():
+    return tiny_llama_in_memory
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_llama_in_memory()

@@ -15,10 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import transformers
-
-import sdft.core.models
-import sdft.train.trainer
 from sdft.cli import main
 
 # ---------------------------------------------------------------- malformed files
@@ -142,18 +138,6 @@ def malformed(draw, kind: str) -> tuple[str, bytes, int | None, list[str]]:
     return f"data.{fmt}", content, expected, extra
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """Any attempt to load a model or start training fails the test."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model was loaded for bad input")
-
-    for name in ("load_model", "load_tokenizer", "resolve_model", "convert_default_model"):
-        monkeypatch.setattr(sdft.core.models, name, forbidden)
-    monkeypatch.setattr(sdft.train.trainer, "train", forbidden)
-    # wherever a stage imported them from: no weights or tokenizer may be read
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
 
 
 # One run per kind of damage: drawn from a single strategy, the rarer kinds would hardly come up.

@@ -7,10 +7,6 @@ import typing
 
 import pytest
 
-import transformers
-
-import sdft.core.models
-import sdft.train.trainer
 from sdft.cli import FLAGS, build_parser, default_text, flag_name, main, section_class
 from sdft.core.config import ConfigError, RunConfig, TrainConfig, convert, load_config
 
@@ -65,17 +61,6 @@ def test_every_flag_states_its_fields_default():
     assert "(default: 0.0001)" in " ".join(parsers["train"].format_help().split())  # learning_rate
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model was loaded for a bad setting")
-
-    for name in ("load_model", "load_tokenizer", "resolve_model", "convert_default_model"):
-        monkeypatch.setattr(sdft.core.models, name, forbidden)
-    monkeypatch.setattr(sdft.train.trainer, "train", forbidden)
-    # wherever a stage imported them from: no weights or tokenizer may be read
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
 
 
 @pytest.mark.parametrize("how", ["set", "config", "flag"])

@@ -25,17 +25,8 @@ REPLIES = ["Blue, like the sky.", "Hello, Ann! Nice to meet you.", "4"]
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from sdft.core.models import load_tokenizer
-
-    tok = load_tokenizer("default")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, initializer_range=0.3)  # peaked enough that top-k matters
-    return LlamaForCausalLM(config).eval(), tok
+def tiny(make_tiny_llama):
+    return make_tiny_llama(initializer_range=0.3)  # peaked enough that the top-k matters
 
 
 def scaled(model, factor: float):

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sdft.core.config import EvalConfig, ModelSpec
 from sdft.core.io import read_jsonl
@@ -23,18 +22,6 @@ BOGUS = ModelSpec("no-such/model-for-tests")  # loading it would fail: every run
 # One worker runs the whole module: its fixture runs every suite once, not once per worker
 pytestmark = pytest.mark.xdist_group("metric_declarations")
 
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from sdft.core.models import load_tokenizer
-
-    tok = load_tokenizer("default")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    return LlamaForCausalLM(config).eval(), tok
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -28,19 +28,6 @@ from sdft.core.config import ModelSpec
 BOGUS = ModelSpec("no-such/model-for-tests")  # loading it would fail: proves a test never loads a model
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from sdft.core.models import load_tokenizer
-
-    tok = load_tokenizer("default")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
-    return model, tok
 
 
 def run_tiny(tiny, tmp_path, suites, **kwargs):
