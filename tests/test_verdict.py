@@ -148,3 +148,12 @@ def test_no_verdict_without_paired_predictions(tmp_path: Path):
     build_report(run)
     md = (run / "report.md").read_text()
     assert md.split("\n## ")[1].startswith("Verdict\n\n> Note: no verdict")
+
+
+def test_small_differences_keep_two_significant_digits():
+    from sdft.report.verdict import decimals_for, fmt_diff
+
+    assert decimals_for(-0.004, -0.006, -0.003) == 3  # as before: nll_shift -0.004 [-0.006, -0.003]
+    d = decimals_for(-0.000104, -0.000131, -0.000077)  # a KL difference
+    assert d == 5 and fmt_diff(-0.000104, False, d) == "-0.00010" and fmt_diff(-0.000077, False, d) == "-0.00008"
+    assert decimals_for(0.0, 0.0, 0.0) == 3

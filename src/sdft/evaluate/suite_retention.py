@@ -46,7 +46,11 @@ METRICS = (
     MetricSpec("kl_from_seed", "kl_from_seed", "nats/token", -1, "forgetting",
                f"KL(seed || model) per token along the seed's own replies, over the seed's top-{SEED_TOPK} tokens "
                "plus the rest as one bucket (a lower bound of the full KL; 0 = unchanged)",
-               ("kl",)),
+               ("kl",),
+               Verdict("KL from the seed",
+                       "{m} stayed closer to the seed's next-token distributions than {b}",
+                       "{m} moved further from the seed's next-token distributions than {b}",
+                       "the KL from the seed on its own replies to general prompts")),
     MetricSpec("cosine_to_seed", "cosine_to_seed", None, +1, "forgetting",
                "embedding cosine similarity of replies to the seed's replies", ("cosine", "cosine_to_seed"),
                Verdict("cosine",

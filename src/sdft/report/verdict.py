@@ -100,15 +100,24 @@ def compare(axis: Axis, method: Rows, baseline: Rows, n_resamples: int = 2000,
     return Comparison(axis, diff, low, high, len(scores), len(ids))
 
 
-def fmt_diff(x: float, pct: bool) -> str:
-    return f"{100 * x:+.1f}" if pct else f"{x:+.3f}"
+def fmt_diff(x: float, pct: bool, decimals: int = 3) -> str:
+    return f"{100 * x:+.1f}" if pct else f"{x:+.{decimals}f}"
+
+
+def decimals_for(*values: float) -> int:
+    """3 decimals, or where all of the numbers are below 0.001 (a KL of ~1e-3 nats moves by ~1e-4)
+    enough for two significant digits of the largest, so that the line does not read +0.000."""
+    largest = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    return 3 if largest >= 1e-3 or largest == 0 else 1 - math.floor(math.log10(largest))
 
 
 def verdict_line(c: Comparison, method: str, baseline: str) -> str:
     """One sentence that claims no more than the interval supports."""
     pct, words = c.axis.pct, c.axis.metric.verdict
     units = " pts" if pct else ""
-    numbers = f"{words.label} {fmt_diff(c.diff, pct)}{units} [{fmt_diff(c.low, pct)}, {fmt_diff(c.high, pct)}]"
+    d = decimals_for(c.diff, c.low, c.high)
+    numbers = (f"{words.label} {fmt_diff(c.diff, pct, d)}{units} [{fmt_diff(c.low, pct, d)}, "
+               f"{fmt_diff(c.high, pct, d)}]")
     size = f"({c.seeds} seed{'s' if c.seeds != 1 else ''} x {c.prompts} prompts)"
     if c.outcome == "better":
         text = words.better.format(m=method, b=baseline)
