@@ -31,21 +31,21 @@ def same_number(a, b, rel: float) -> bool:
 def compare(a: Path, b: Path, rel: float = 0.0) -> list[str]:
     problems = []
 
-    def files(pattern: str) -> list[str]:
+    def in_both(pattern: str):
+        """(name, first path, second path) of each file matching `pattern` that both runs have."""
         found = {str(p.relative_to(a)) for p in a.glob(pattern)} | {str(p.relative_to(b)) for p in b.glob(pattern)}
-        return sorted(found)
+        for name in sorted(found):
+            pa, pb = a / name, b / name
+            if pa.is_file() and pb.is_file():
+                yield name, pa, pb
+            else:
+                problems.append(f"{name}: only in {'the first' if pa.is_file() else 'the second'} run")
 
-    for name in ["distilled.jsonl", *files("eval/**/predictions.jsonl")]:
-        pa, pb = a / name, b / name
-        if not (pa.is_file() and pb.is_file()):
-            problems.append(f"{name}: only in {'the first' if pa.is_file() else 'the second'} run")
-        elif pa.read_bytes() != pb.read_bytes():
-            problems.append(f"{name}: differs")
-    for name in files("eval/**/metrics.json"):
-        pa, pb = a / name, b / name
-        if not (pa.is_file() and pb.is_file()):
-            problems.append(f"{name}: only in one run")
-            continue
+    for pattern in ("distilled.jsonl", "eval/**/predictions.jsonl"):
+        for name, pa, pb in in_both(pattern):
+            if pa.read_bytes() != pb.read_bytes():
+                problems.append(f"{name}: differs")
+    for name, pa, pb in in_both("eval/**/metrics.json"):
         ma = {m["name"]: m for m in json.loads(pa.read_text())}
         mb = {m["name"]: m for m in json.loads(pb.read_text())}
         if set(ma) != set(mb):
@@ -54,11 +54,7 @@ def compare(a: Path, b: Path, rel: float = 0.0) -> list[str]:
             for key in ("value", "low", "high", "n"):
                 if not same_number(ma[metric].get(key), mb[metric].get(key), rel):
                     problems.append(f"{name}: {metric}.{key} {ma[metric].get(key)} vs {mb[metric].get(key)}")
-    for name in files("train/*/seed-*/train_log.jsonl"):
-        pa, pb = a / name, b / name
-        if not (pa.is_file() and pb.is_file()):
-            problems.append(f"{name}: only in one run")
-            continue
+    for name, pa, pb in in_both("train/*/seed-*/train_log.jsonl"):
         la = [{k: r[k] for k in LOSS_KEYS if k in r} for r in map(json.loads, pa.read_text().splitlines())]
         lb = [{k: r[k] for k in LOSS_KEYS if k in r} for r in map(json.loads, pb.read_text().splitlines())]
         if len(la) != len(lb) or any(set(x) != set(y) or not all(same_number(x[k], y[k], rel) for k in x)

@@ -41,7 +41,7 @@ def scaled(model, factor: float):
 def kl_per_row(seed, model, tok, k: int = 32) -> list[float]:
     """Mean per-token bucketed KL(seed || model) of each reply in REPLIES."""
     tops = [top for _, top in score_with_topk(seed, tok, PROMPTS, REPLIES, k, batch_size=2)]
-    mine = logprobs_at(model, tok, PROMPTS, REPLIES, [t.ids for t in tops], batch_size=3)
+    mine = [top for _, top in logprobs_at(model, tok, PROMPTS, REPLIES, [t.ids for t in tops], batch_size=3)]
     return [float(bucket_kl(p, q).mean()) for p, q in zip(tops, mine)]
 
 

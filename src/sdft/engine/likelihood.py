@@ -159,20 +159,23 @@ def topk_batch(model, rows: list[Encoded], pad_id: int, k: int) -> list[tuple[Re
 
 
 @torch.inference_mode()
-def logprobs_at_batch(model, rows: list[Encoded], pad_id: int, ids: list[torch.Tensor]) -> list[TopK | None]:
-    """This model's log-probabilities of the given token ids at each row's response positions (ids[i] is
-    positions x k), with the log of the mass on all other tokens; None where a row's positions differ in
-    number from its ids (another tokenizer, another context length) and nothing lines up."""
+def logprobs_at_batch(model, rows: list[Encoded], pad_id: int,
+                      ids: list[torch.Tensor | None]) -> list[tuple[ResponseScore, TopK | None]]:
+    """Each row's score, and this model's log-probabilities of the given token ids at its response
+    positions (ids[i] is positions x k), with the log of the mass on all other tokens, from one forward
+    pass. The TopK is None where ids[i] is None, or where a row's positions differ in number from its ids
+    (another tokenizer, another context length) and nothing lines up."""
     out = []
     for r, want, logprobs in zip(rows, ids, _response_logprobs(model, rows, pad_id)):
         n = 0 if logprobs is None else logprobs.shape[0]
-        if n != want.shape[0]:
-            out.append(None)
+        if want is None or n != want.shape[0]:
+            top = None
         elif logprobs is None:
-            out.append(TopK(want, torch.zeros(want.shape), torch.zeros(0)))
+            top = TopK(want, torch.zeros(want.shape), torch.zeros(0))
         else:
             at = want.to(logprobs.device)
-            out.append(TopK(want, logprobs.gather(-1, at).cpu(), remaining_log_mass(logprobs, at).cpu()))
+            top = TopK(want, logprobs.gather(-1, at).cpu(), remaining_log_mass(logprobs, at).cpu())
+        out.append((_score(r, logprobs), top))
     return out
 
 
@@ -249,10 +252,11 @@ def score_with_topk(model, tokenizer, prompts: list[Prompt], responses: list[str
                        lambda rows, pad_id, _: topk_batch(model, rows, pad_id, k))
 
 
-def logprobs_at(model, tokenizer, prompts: list[Prompt], responses: list[str], ids: list[torch.Tensor],
-                batch_size: int = 16, max_batch_tokens: int | None = None) -> list[TopK | None]:
-    """This model's log-probabilities of `ids[i]` (positions x k, e.g. another model's top-k) at each
-    response position of pair i, with the log of its remaining mass; see logprobs_at_batch."""
+def logprobs_at(model, tokenizer, prompts: list[Prompt], responses: list[str], ids: list[torch.Tensor | None],
+                batch_size: int = 16, max_batch_tokens: int | None = None) -> list[tuple[ResponseScore, TopK | None]]:
+    """score_responses, plus this model's log-probabilities of `ids[i]` (positions x k, e.g. another
+    model's top-k) at each response position of pair i, with the log of its remaining mass, from the same
+    forward pass; see logprobs_at_batch."""
     if len(ids) != len(prompts):
         raise ValueError(f"ids and prompts differ in length: {len(ids)} vs {len(prompts)}")
     return _in_batches(model, tokenizer, prompts, responses, batch_size, max_batch_tokens,

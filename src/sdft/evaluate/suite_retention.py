@@ -156,7 +156,6 @@ def run_seed(ctx: SuiteContext) -> SuiteResult:
 
 
 def run_against_seed(ctx: SuiteContext) -> SuiteResult:
-    from sdft.engine.likelihood import response_nll
     from sdft.evaluate.similarity import SentenceEncoder, bleu4, rouge_l
 
     seed = seed_rows(ctx.seed_dir)
@@ -164,8 +163,7 @@ def run_against_seed(ctx: SuiteContext) -> SuiteResult:
     prompts = chats(items)
     seed_replies = [seed[str(item["id"])]["output"] for item in items]
     replies = ctx.generate(prompts)
-    nll = response_nll(ctx.model, ctx.tokenizer, prompts, seed_replies, ctx.cfg.batch_size)
-    kl = kl_from_seed(ctx, items, prompts, seed_replies)
+    nll, kl = score_seed_replies(ctx, items, prompts, seed_replies)
     cosine = SentenceEncoder().cosine(replies, seed_replies) if items else []
     rows = []
     for i, (item, reply, theirs, v, cos) in enumerate(zip(items, replies, seed_replies, nll, cosine)):
@@ -189,24 +187,22 @@ def run_against_seed(ctx: SuiteContext) -> SuiteResult:
     return SuiteResult([m for m in metrics if m is not None], rows, notes)
 
 
-def kl_from_seed(ctx: SuiteContext, items: list[dict], prompts: list, seed_replies: list[str]) -> list | None:
-    """Each row's mean per-token KL(seed || this model) along the seed's reply (None where it cannot be
-    computed: an empty reply, or positions that do not line up with the seed's); None for all when the seed
-    saved no top-k."""
-    from sdft.engine.likelihood import bucket_kl, logprobs_at
+def score_seed_replies(ctx: SuiteContext, items: list[dict], prompts: list,
+                       seed_replies: list[str]) -> tuple[list[float], list | None]:
+    """This model's per-token NLL of each seed reply and, where the seed saved its top-k, each row's mean
+    per-token KL(seed || this model) along it (None where it cannot be computed: an empty reply, or positions
+    that do not line up with the seed's), both from one forward pass; KL None for all when the seed saved
+    no top-k."""
+    from sdft.engine.likelihood import bucket_kl, logprobs_at, response_nll
 
     path = seed_topk_path(ctx.seed_dir)
     if not path.is_file():
-        return None
+        return response_nll(ctx.model, ctx.tokenizer, prompts, seed_replies, ctx.cfg.batch_size), None
     seed_top = load_topk(path)
-    tops = [seed_top.get(str(item["id"])) for item in items]
     # Rows the seed saved no top-k for (none, unless the files were mixed by hand) keep kl None.
-    ids = [top.ids if top is not None else None for top in tops]
-    have = [i for i, x in enumerate(ids) if x is not None]
-    mine = logprobs_at(ctx.model, ctx.tokenizer, [prompts[i] for i in have], [seed_replies[i] for i in have],
-                       [ids[i] for i in have], ctx.cfg.batch_size)
-    kl: list = [None] * len(items)
-    for i, q in zip(have, mine):
-        if q is not None and q.ids.shape[0] > 0:
-            kl[i] = finite_or_none(float(bucket_kl(tops[i], q).mean()))
-    return kl
+    tops = [seed_top.get(str(item["id"])) for item in items]
+    scored = logprobs_at(ctx.model, ctx.tokenizer, prompts, seed_replies,
+                         [top.ids if top is not None else None for top in tops], ctx.cfg.batch_size)
+    kl = [finite_or_none(float(bucket_kl(p, q).mean())) if p is not None and q is not None and q.ids.shape[0] > 0
+          else None for p, (_, q) in zip(tops, scored)]
+    return [score.nll for score, _ in scored], kl
