@@ -1,16 +1,18 @@
 import os
-from pathlib import Path
 
-import pytest
-import torch
-import transformers
-
-import sdft.core.models
-import sdft.train.trainer
-
-# Tests run offline: nothing may reach a hub.
+# Tests run offline: nothing may reach a hub. Set before huggingface_hub is imported: it reads them then.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+import sdft.core.models  # noqa: E402
+import sdft.train.trainer  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one thread each (subprocesses inherit it) instead of four fighting threads.

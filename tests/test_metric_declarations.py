@@ -54,10 +54,14 @@ def every_suite(tiny, tmp_path_factory) -> Written:
     function_data = write_jsonl(tmp / "calls.jsonl", [
         {"instruction": "Weather in Paris?", "output": 'get_weather(city="Paris")'},
         {"instruction": "Add 2 and 3.", "output": "add(2, 3)"}])
+    ifeval_data = write_jsonl(tmp / "ifeval.jsonl", [
+        {"key": 1, "prompt": "Say hi.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+        {"key": 2, "prompt": "Name a fruit.", "instruction_id_list": ["keywords:existence"],
+         "kwargs": [{"keywords": ["apple"]}]}])
 
     def run(suites: list[str], out: Path, **kwargs) -> Written:
         cfg = EvalConfig(suites=suites, limit=2, batch_size=4, max_new_tokens=4, function_data=str(function_data),
-                         humaneval_predictions=kwargs.pop("humaneval_predictions", None))
+                         ifeval_data=str(ifeval_data), humaneval_predictions=kwargs.pop("humaneval_predictions", None))
         run_suites(BOGUS, None, cfg, out, model=model, tokenizer=tok, train_data=str(train_data), progress=False,
                    **kwargs)
         return written(out)
@@ -66,8 +70,8 @@ def every_suite(tiny, tmp_path_factory) -> Written:
         for var in ("SDFT_JUDGE_URL", "SDFT_JUDGE_MODEL"):  # the judge's metric is then a "not computed" note
             mp.delenv(var, raising=False)
         seed = tmp / "seed"
-        found = run(["math", "function", "safety", "helpfulness", "knowledge", "gap", "retention"], seed)
-        found += run(["retention", "helpfulness"], tmp / "tuned", seed_dir=seed)
+        found = run(["math", "function", "safety", "helpfulness", "knowledge", "gap", "retention", "ifeval"], seed)
+        found += run(["retention", "helpfulness", "knowledge"], tmp / "tuned", seed_dir=seed)
 
     from sdft.evaluate.humaneval import load_humaneval
 

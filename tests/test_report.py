@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-
+import re
 from pathlib import Path
 
 import pytest
 
-from sdft.report.build import build_report
+from sdft.report.build import build_report, column_label, fmt_number
 
 
 def write_json(path: Path, obj) -> None:
@@ -102,7 +102,7 @@ def full_run(tmp_path: Path) -> Path:
 def test_full_report_files_table_and_bold(full_run: Path) -> None:
     paths = build_report(full_run)
     md_path, html_path = full_run / "report.md", full_run / "report.html"
-    assert paths[:2] == [md_path, html_path]
+    assert paths[:3] == [md_path, html_path, full_run / "report.json"]
     assert md_path.is_file() and html_path.is_file()
     for name in ("gap_nll.png", "retention_cosine.png", "loss_curves.png", "main_metrics.png"):
         assert (full_run / "plots" / name).is_file()
@@ -146,6 +146,61 @@ def test_full_report_files_table_and_bold(full_run: Path) -> None:
     assert "Problems reading" not in md
 
 
+NUMBER = re.compile(r"-?\d+\.\d+")
+
+
+def assert_table_round_trips(run: Path) -> None:
+    """Every number of the Markdown results table is in report.json's table, for that model and column,
+    with the same value as the report prints it; and report.json holds no cell the table lacks."""
+    table = results_table((run / "report.md").read_text())
+    rows = json.loads((run / "report.json").read_text())["table"]
+    labels = {"seed": "Seed", "sft": "SFT", "sdft": "SDFT", "onpolicy": "SDFT (on-policy)"}
+    printed: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        assert r["role"] in ("task", "forgetting", "other")
+        numbers = [r["value"]] + ([r["std"]] if r["seed"] == "mean" else [r["low"], r["high"]])
+        cell = printed.setdefault((labels[r["model"]], column_label((r["suite"], r["metric"]))), set())
+        cell.update(fmt_number(x, r["unit"]) for x in numbers if x is not None)
+    shown = 0
+    for model, cells in table.items():
+        for header, text in cells.items():
+            if header == "model" or text == "—":
+                continue
+            numbers = NUMBER.findall(text)
+            assert numbers and set(numbers) <= printed[(model, header)], (model, header, text)
+            shown += 1
+    assert shown == len(printed)
+
+
+def test_report_json_holds_the_table_the_report_shows(full_run: Path, tmp_path: Path) -> None:
+    build_report(full_run)
+    assert_table_round_trips(full_run)
+    data = json.loads((full_run / "report.json").read_text())
+    acc = next(r for r in data["table"] if (r["model"], r["suite"], r["metric"]) == ("sdft", "math", "accuracy"))
+    assert acc == {"model": "sdft", "seed": 42, "suite": "math", "metric": "accuracy", "role": "task", "unit": "%",
+                   "value": 0.4583, "low": 0.3253, "high": 0.5973, "n": 48}
+    roles = {(r["suite"], r["metric"]): r["role"] for r in data["table"]}
+    assert roles[("safety", "refusal_rate")] == "forgetting" and roles[("gap", "nll_gap")] == "other"
+    # A run folder without curve files: no curve section, no curve rows, nothing broken.
+    assert "Learning against forgetting" not in (full_run / "report.md").read_text()
+    assert data["curve"] == [] and data["curve_mean"] == []
+    assert all(v["axis"] != "forgetting_at_matched_learning" for v in data["verdict"])
+
+    # Several seeds: the cell's mean and std are in report.json too, beside each seed's value.
+    run = tmp_path / "seeds"
+    metrics(run, "seed", "math", {"accuracy": (0.4167, 0.289, 0.556)})
+    for seed, sft, sdft in ((1, 0.40, 0.60), (2, 0.50, 0.55), (3, 0.54, 0.62)):
+        metrics(run, f"sft/seed-{seed}", "math", {"accuracy": (sft, sft - 0.1, sft + 0.1)})
+        metrics(run, f"sdft/seed-{seed}", "math", {"accuracy": (sdft, sdft - 0.1, sdft + 0.1)})
+    metrics(run, "sdft/seed-1", "gap", {"nll_original": (1.05, 1.0, 1.1)})
+    build_report(run)
+    assert_table_round_trips(run)
+    rows = json.loads((run / "report.json").read_text())["table"]
+    mean = next(r for r in rows if r["model"] == "sft" and r["seed"] == "mean")
+    assert mean["value"] == pytest.approx(0.48) and mean["std"] == pytest.approx(0.0721, abs=1e-4)
+    assert mean["seeds"] == 3 and [r["seed"] for r in rows if r["model"] == "sft"] == [1, 2, 3, "mean"]
+
+
 def test_html_is_self_contained(full_run: Path) -> None:
     build_report(full_run)
     page = (full_run / "report.html").read_text()
@@ -182,7 +237,7 @@ def test_only_math_without_seed_eval(tmp_path: Path) -> None:
     metrics(run, "sft/seed-7", "math", {"accuracy": (0.25, 0.15, 0.4)})
     metrics(run, "sdft/seed-7", "math", {"accuracy": (0.25, 0.15, 0.4)})
     paths = build_report(run)
-    assert paths == [run / "report.md", run / "report.html", run / "plots" / "main_metrics.png"]
+    assert paths == [run / "report.md", run / "report.html", run / "report.json", run / "plots" / "main_metrics.png"]
     md = (run / "report.md").read_text()
     t = results_table(md)
     assert list(t["Seed"]) == ["model", "math accuracy (%) ↑"]
@@ -197,7 +252,9 @@ def test_only_math_without_seed_eval(tmp_path: Path) -> None:
 def test_empty_and_broken_run_folders(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert build_report(empty) == [empty / "report.md", empty / "report.html"]
+    assert build_report(empty) == [empty / "report.md", empty / "report.html", empty / "report.json"]
+    assert json.loads((empty / "report.json").read_text()) == {"table": [], "curve": [], "curve_mean": [],
+                                                               "verdict": []}
     assert "no evaluation metrics found" in (empty / "report.md").read_text()
     # Oddly shaped but valid inputs are reported as far as they go.
     (empty / "config.yaml").write_text("model: tiny\ndata: 3\nseeds: 5\n")

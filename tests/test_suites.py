@@ -476,7 +476,7 @@ def test_lm_eval_suite_says_what_it_needs(monkeypatch, tmp_path):
 
 def test_every_suite_is_registered():
     assert set(SUITES) == {"math", "function", "humaneval", "safety", "helpfulness", "knowledge", "gap", "retention",
-                           "lm_eval"}
+                           "lm_eval", "ifeval"}
 
 
 @pytest.mark.integration

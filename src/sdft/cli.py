@@ -250,6 +250,13 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from sdft.recipes.push import push
+
+    push(args.run_dir, args.repo, method=args.method, seed=args.seed, private=args.private, dry_run=args.dry_run)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdft", description="Self-Distillation Fine-Tuning for chat models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo every stage")
     add_setting_flags(p, "run")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("push", help="upload a run's adapter to the Hugging Face Hub with a model card and the report")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--repo", required=True, help="hub model repository, owner/name (created if missing)")
+    p.add_argument("--method", choices=list(METHODS), default="sdft", help="which trained model (default: sdft)")
+    p.add_argument("--seed", type=int, help="its training seed (default: the only one trained)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--dry-run", action="store_true", help="build the folder and the card under RUN_DIR/push/ "
+                   "and upload nothing")
+    p.set_defaults(func=cmd_push)
     return parser
 
 

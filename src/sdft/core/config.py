@@ -145,6 +145,9 @@ class TrainConfig:
     weight_decay: float = setting(0.0, help="AdamW weight decay")
     seed: int = setting(42, help="training seed")
     save_steps: int = setting(50, help="checkpoint every N steps; a rerun resumes from the latest")
+    curve_steps: list[int] | None = setting(None, help="steps at which the adapter is kept for the learning-"
+                                            "against-forgetting curve (default: powers of two up to the last "
+                                            "step); the final adapter is its last point")
     logging_steps: int = setting(1, help="log the loss every N steps")
     dtype: str = setting("auto", help="base weights and compute: auto (bf16 on capable GPUs and on CPUs "
                          "with native bf16, else float32), float32, bfloat16, float16; LoRA stays float32")
@@ -152,6 +155,9 @@ class TrainConfig:
     # 7B model. Results are the same, so a run may resume with it switched on.
     gradient_checkpointing: bool = setting(False, help="keep only each layer's input for backward "
                                            "(activations ~10x smaller)")
+    report_to: list[str] = setting(factory=lambda: ["none"], help="experiment trackers for the training loss "
+                                   "and the final metrics, as transformers takes them: none, tensorboard, "
+                                   "wandb, trackio, mlflow ...")
     load_in_4bit: bool = setting(False, help="QLoRA: NF4 base weights through bitsandbytes (CUDA only; "
                                  "pip install 'sdft[qlora]')")
 
@@ -211,7 +217,14 @@ class EvalConfig:
     math_data: str | None = setting(None, help="math suite data (default: the built-in arithmetic test split)")
     function_data: str | None = setting(None, help="function-call suite data")
     safety_data: str | None = setting(None, help="harmful prompts (default: the built-in probe set)")
-    knowledge_data: str | None = setting(None, help="multiple-choice questions (default: the built-in 60)")
+    knowledge_data: str | None = setting(None, help="multiple-choice questions: a file or hub dataset in "
+                                         "allenai/ai2_arc's layout, e.g. ARC-Easy (default: the built-in 60)")
+    ifeval_data: str | None = setting(None, help="IFEval prompts: a JSONL in google/IFEval's layout, or the hub's "
+                                      "google/IFEval (default)")
+    curve_limit: int = setting(128, help="prompts per curve metric (task score, KL from the seed on general and "
+                               "on task prompts); 0: no curve")
+    curve_max_new_tokens: int = setting(128, help="curve: reply length of the task score's greedy replies and of "
+                                        "the seed's sampled replies the KL is measured on")
     helpfulness_data: str | None = setting(None, help="instructions for the helpfulness suite: a file, a hub "
                                            "dataset, or alpaca_eval (default: built-in everyday instructions)")
     lm_eval_tasks: list[str] = setting(factory=list, help="harness tasks for the lm_eval suite, e.g. arc,mmlu")

@@ -4,9 +4,12 @@ Run folder:
     config.yaml, environment.json        resolved config, library versions, seeds
     stages.json                          wall time and peak memory of each stage of the latest run
     distilled.jsonl (+ .summary.json)    the distilled training set with provenance
-    train/<method>/seed-N/               adapter/, train_log.jsonl, loss.png, train_summary.json
+    train/<method>/seed-N/               adapter/, train_log.jsonl, loss.png, train_summary.json,
+                                         snapshots/step-K/ (the adapter at the curve's steps)
     eval/seed/<suite>/                   predictions.jsonl, metrics.json, settings.json
     eval/<method>/seed-N/<suite>/        the same, for each method of the config's `methods`
+    eval/seed/curve.jsonl                the seed's point of the learning-against-forgetting curve (step 0)
+    eval/<method>/seed-N/curve.jsonl     one row per measured checkpoint of that training run
     loss_curves.png, plots/, report.md, report.html
 
 A stage's output `out` (a file or a folder) has beside it `<out>.summary.json` (distill: written last,
@@ -52,6 +55,27 @@ def eval_dir(run: str | Path, method: str, seed: int | None = None) -> Path:
     """eval/seed for the seed model (method "seed"), else eval/<method>/seed-N."""
     base = Path(run) / "eval" / method
     return base if seed is None else base / f"seed-{seed}"
+
+
+def snapshot_dir(train_folder: str | Path, step: int | None = None) -> Path:
+    """train/<method>/seed-N/snapshots, or its step-K adapter."""
+    base = Path(train_folder) / "snapshots"
+    return base if step is None else base / f"step-{step}"
+
+
+def snapshot_steps(train_folder: str | Path) -> list[int]:
+    """Steps of the complete adapter snapshots of one training run, ascending."""
+    base = snapshot_dir(train_folder)
+    if not base.is_dir():
+        return []
+    steps = [int(p.name[5:]) for p in base.iterdir() if re.fullmatch(r"step-\d+", p.name)
+             and (p / "adapter_config.json").is_file()]
+    return sorted(steps)
+
+
+def curve_path(eval_folder: str | Path) -> Path:
+    """The learning-against-forgetting rows of one model's evaluation folder (sdft.evaluate.curve)."""
+    return Path(eval_folder) / "curve.jsonl"
 
 
 def seed_dirs(parent: str | Path) -> list[Path]:

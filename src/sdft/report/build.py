@@ -1,9 +1,12 @@
 """Write RUN/report.md and a self-contained RUN/report.html for a run folder.
 
-The report puts the seed, SFT and SDFT models (and on-policy SDFT, when the run trained it) side by
-side in the shape of the paper's Table 1, adds
-the figures that explain the numbers (the distribution gap between original and distilled targets,
-how close fine-tuned replies stay to the seed's), and says how to read them.
+The report opens, where the run measured checkpoints along training, with learning against forgetting:
+each method's curve of task metric against forgetting, and as the verdict's first line how much more
+or less each method forgot than SFT once both had learned as much (sdft.report.curve). It then puts
+the seed, SFT and SDFT models (and on-policy SDFT, when the run trained it) side by side in the shape
+of the paper's Table 1, adds the figures that explain the numbers (the distribution gap between
+original and distilled targets, how close fine-tuned replies stay to the seed's), and says how to
+read them.
 
 Every input is optional: a run that only evaluated math, or never evaluated the seed, still gets a
 report; a missing or unreadable file drops its column, figure or section and leaves a note instead.
@@ -15,6 +18,19 @@ HTML versions can never disagree.
 What a metric means, which way is better, its unit and whether the verdict compares it prompt by
 prompt all come from the suites' declarations (sdft.evaluate.metrics); where results live, from
 sdft.core.layout.
+
+Beside them, RUN/report.json holds the same numbers for programs:
+  table    one row per model, training seed, suite and metric of the results table: {model, seed, suite,
+           metric, role, unit, value, low, high, n}, values as metrics.json stores them (a proportion as
+           0-1; the table prints it in %). The seed model's rows have seed null. Where a model has several
+           training seeds, the cell shows their mean ± sample std, and a row with seed "mean" holds it
+           ({value: mean, std, seeds}).
+  curve    each curve.jsonl row: {method ("seed" for the seed model), seed, step, task, forgetting};
+  curve_mean  each method's mean curve over seeds: {method, step, task, forgetting, seeds};
+  verdict  one row per verdict line: {axis, method, baseline, diff, low, high, outcome, text, ...}; the
+           matched-learning row has axis "forgetting_at_matched_learning" and adds level, seeds_agree,
+           seeds and both methods' peak task values (diff, low, high and level are null when it makes no
+           claim).
 """
 
 from __future__ import annotations
@@ -33,11 +49,13 @@ import yaml
 from markupsafe import Markup, escape
 
 from sdft.core.config import METHODS, RunConfig
-from sdft.core.io import atomic_write
+from sdft.core.errors import InputError
+from sdft.core.io import atomic_write, write_json
 from sdft.core.layout import SEED_ROW, distilled_path, eval_dir, seed_dirs, seed_of, summary_path, train_dir
 from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.suites import SUITES, metric_spec
-from sdft.report.verdict import Rows, axes, verdict_line, verdicts
+from sdft.report.curve import MatchedComparison, RunCurves, compare_matched, load_run_curves, mean_curve, metric_unit
+from sdft.report.verdict import Comparison, Rows, axes, matched_line, verdict_line, verdicts
 
 # How the report names each row: the seed model's, then one per training method (sdft.core.config.METHODS).
 LABELS = {SEED_ROW: "Seed", "sft": "SFT", "sdft": "SDFT", "onpolicy": "SDFT (on-policy)"}
@@ -64,6 +82,7 @@ class Value:
     low: float | None = None
     high: float | None = None
     n: int | None = None
+    seed: int | None = None  # the training seed; None for the seed model
 
 
 Column = tuple[str, str]  # (suite, metric)
@@ -162,6 +181,7 @@ def load_metrics(run: Path, problems: list[str]) -> tuple[Results, list[Column],
     for row in ROWS:
         for d in eval_folders(run, row):
             where = label(row) if row == SEED_ROW else f"{label(row)} {d.name}"
+            training_seed = None if row == SEED_ROW else seed_of(d)
             for path in sorted(d.glob("*/metrics.json")):
                 entries = _read_json(run, path, problems)
                 if entries is None:
@@ -181,7 +201,8 @@ def load_metrics(run: Path, problems: list[str]) -> tuple[Results, list[Column],
                         continue
                     n = e.get("n")
                     found[(str(e.get("suite") or path.parent.name), str(e["name"]))] = Value(
-                        value, _finite(e.get("low")), _finite(e.get("high")), n if isinstance(n, int) else None)
+                        value, _finite(e.get("low")), _finite(e.get("high")), n if isinstance(n, int) else None,
+                        training_seed)
                 for col, v in found.items():
                     results[row].setdefault(col, []).append(v)
                     seen.setdefault(col)
@@ -455,20 +476,113 @@ def predictions_by_seed(run: Path, method: str, problems: list[str]) -> dict[str
     return found
 
 
-def verdict_section(run: Path, problems: list[str]) -> Section:
-    """The opening lines: each method against SFT, per prompt, with a paired bootstrap interval."""
+def prompt_comparisons(run: Path, problems: list[str]) -> list[tuple[str, Comparison]]:
+    """(method, comparison with SFT) on every per-prompt axis both have results for."""
     predictions = {m: predictions_by_seed(run, m, problems) for m in METHODS}
-    lines = [verdict_line(c, label(m), label("sft")) for m in METHODS if m != "sft"
-             for c in verdicts(predictions, m, "sft")]
+    return [(m, c) for m in METHODS if m != "sft" for c in verdicts(predictions, m, "sft")]
+
+
+def verdict_section(matched: list[MatchedComparison], compared: list[tuple[str, Comparison]]) -> Section:
+    """The opening lines: forgetting at matched learning first (where the run has curves), then each
+    method against SFT, per prompt, with a paired bootstrap interval."""
+    lines = [matched_line(c, label(c.method), label(c.baseline)) for c in matched]
+    lines += [verdict_line(c, label(m), label("sft")) for m, c in compared]
     if not lines:
         return Section("Verdict", [Note("no verdict: it needs per-prompt results of SFT and another method from "
                                         "the same training seeds (eval/{sft,sdft}/seed-N/<suite>/predictions.jsonl)")])
-    return Section("Verdict", [lines, (
-        "Each line compares the two models prompt by prompt: the number is the mean difference (first model "
-        "minus SFT; accuracies in percentage points), averaged over the training seeds both have, with a 95% "
-        "paired bootstrap interval over prompts. A line says a model did better or worse only when the whole "
-        "interval lies on that side of 0; each line is tested on its own, so among many lines one may cross "
-        "0 by chance.")])
+    blocks: list[Block] = [lines]
+    if matched:
+        blocks.append(
+            "The matched-learning line reads forgetting off each method's mean curve (over its training seeds) "
+            "where its task metric first reaches the furthest level both it and SFT reach, linear between "
+            "checkpoints, and gives the method minus SFT with a 95% interval from a two-level bootstrap "
+            "(training seeds redrawn within each method, then prompts, the same prompts for both methods), and "
+            "how many training seeds, compared seed by seed on their own curves, give a difference of the same "
+            "sign. Where either method's task metric never got past the seed's, there is no learning to match "
+            "and the line makes no claim.")
+    if compared:
+        blocks.append(
+            ("The other lines" if matched else "Each line") +
+            " compare the two models prompt by prompt: the number is the mean difference (first model "
+            "minus SFT; accuracies in percentage points), averaged over the training seeds both have, with a 95% "
+            "paired bootstrap interval over prompts.")
+    blocks.append("A line says a model did better or worse only when the whole interval lies on that side of 0; "
+                  "each line is tested on its own, so among many lines one may cross 0 by chance.")
+    return Section("Verdict", blocks)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning against forgetting.
+
+def read_curves(run: Path, problems: list[str]) -> tuple[RunCurves | None, str | None]:
+    """The run's curve files, or None with why they could not be used (None, None: the run has none)."""
+    try:
+        return load_run_curves(run, tuple(METHODS)), None
+    except InputError as e:
+        why = str(e).replace(f"{run}/", "")  # name files relative to the run folder, as every note does
+        problems.append(f"curves: {why}")
+        return None, why
+
+
+def matched_comparisons(curves: RunCurves | None) -> list[MatchedComparison]:
+    if curves is None:
+        return []
+    found = [compare_matched(curves, m, "sft") for m in METHODS if m != "sft"]
+    return [c for c in found if c is not None]
+
+
+def _task_scale(curves: RunCurves) -> tuple[float, str]:
+    """The figure's x in the task metric's units: a proportion in %."""
+    return (100.0, " (%)") if metric_unit(curves.task_metric) == "%" else (1.0, "")
+
+
+def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir: Path, problems: list[str],
+                  figures: list[Path]) -> Section | None:
+    """The figure the report opens with; None for a run folder without curve files."""
+    title = "Learning against forgetting"
+    if curves is None:
+        return None if why is None else Section(title, [Note(f"could not read the curves: {why}")])
+    scale, unit = _task_scale(curves)
+    plotted, table, notes = {}, Table(["model", "seeds", "checkpoints", f"{curves.task_metric}{unit} at the last",
+                                       f"{curves.forgetting_metric} at the last",
+                                       f"furthest {curves.task_metric}{unit}"], []), []
+    for m in METHODS:
+        if m not in curves.methods:
+            continue
+        mean = mean_curve(curves, m)
+        seeds = [[(r.step, scale * r.task, r.forgetting) for r in curves.seed_curve(m, s)]
+                 for s in sorted(curves.methods[m])]
+        plotted[label(m)] = (seeds, [(k, scale * t, f) for k, t, f in zip(mean.steps, mean.task, mean.forgetting)])
+        measured = {r.step for rows in curves.methods[m].values() for r in rows if r.step > 0}
+        left_out = sorted(measured - set(mean.steps))
+        if left_out:
+            notes.append(Note(f"{label(m)}: step(s) {', '.join(map(str, left_out))} were measured for only some "
+                              "training seeds; the mean curve leaves them out"))
+        if mean.steps:
+            best = max(mean.task, key=lambda t: curves.task_direction * t)
+            table.rows.append([label(m), str(len(curves.methods[m])), str(sum(k > 0 for k in mean.steps)),
+                               f"{scale * mean.task[-1]:.{1 if unit else 3}f} (step {mean.steps[-1]})",
+                               f"{mean.forgetting[-1]:.4g}", f"{scale * best:.{1 if unit else 3}f}"])
+    if curves.seed_point is None:
+        notes.append(Note("no eval/seed/curve.jsonl: the curves start at their first checkpoint instead of the "
+                          "seed model's point, and the matched-learning comparison cannot be made"))
+    seed = curves.seed_point
+    more = "right" if curves.task_direction > 0 else "left"
+    path = _plot("learning_forgetting", plot_dir / "learning_forgetting.png", problems, plotted,
+                 xlabel=f"{curves.task_metric}{unit} ({more} = more learned)",
+                 ylabel=f"{curves.forgetting_metric} (higher = more forgotten)",
+                 title="Learning against forgetting",
+                 seed_point=None if seed is None else (scale * seed.task, seed.forgetting))
+    blocks = _figure(run, figures, path, "learning against forgetting curves",
+                     f"Each point is a checkpoint: across, its {curves.task_metric} on {curves.task_prompts} task "
+                     f"prompts (further {more} = more learned); up, its {curves.forgetting_metric} on "
+                     f"{curves.forgetting_prompts} other prompts (higher = more forgotten). Thin lines are single "
+                     "training seeds, bold ones their mean; the small numbers are training steps"
+                     + ("" if seed is None else " and the star is the seed model before training")
+                     + ". At any level of learning, the lower curve forgot less to get there.")
+    if table.rows:
+        blocks.append(table)
+    return Section(title, blocks + notes)
 
 
 def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Path]) -> Section:
@@ -593,9 +707,15 @@ def column_meaning(col: Column) -> str:
     return f"**{col[0]} {spec.heading(col[1])}** ({reading}): {spec.meaning}."
 
 
-def how_to_read_section(columns: list[Column], multi_seed: bool) -> Section:
+def how_to_read_section(columns: list[Column], multi_seed: bool, curves: bool = False) -> Section:
     metrics = [column_meaning(c) for c in columns]
     general = [
+        "**Learning against forgetting.** Each checkpoint of each training run is a point: how far it has "
+        "learned the task across, how much it has forgotten up. A method that learns as much while forgetting "
+        "less runs below the other; comparing final checkpoints alone would favour whichever learned less, so "
+        "the verdict compares forgetting at the same level of learning.",
+    ] if curves else []
+    general += [
         "**Rows.** Seed is the model before fine-tuning; SFT is LoRA on the original responses; SDFT is the "
         "same LoRA training on the seed's own rewrites of those responses (the distilled set). SDFT "
         "(on-policy), when present, trains on the model's own samples, pulled towards the seed reading the "
@@ -693,6 +813,63 @@ def render_html(title: str, sections: list[Section], run: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# report.json: the numbers behind the page, for programs (fields in the module docstring).
+
+def table_data(results: Results, columns: list[Column], rows: list[str]) -> list[dict]:
+    """The results table's numbers: each model's value per training seed, and the mean ± std a cell
+    shows where there are several."""
+    out = []
+    for row in rows:
+        for col in columns:
+            spec, values = declaration(col), results[row].get(col, [])
+            base = {"model": row, "suite": col[0], "metric": col[1], "role": spec.role, "unit": spec.unit}
+            out += [base | {"seed": v.seed, "value": v.value, "low": v.low, "high": v.high, "n": v.n}
+                    for v in values]
+            if len(values) > 1:
+                xs = [v.value for v in values]
+                out.append(base | {"seed": "mean", "value": statistics.fmean(xs), "low": None, "high": None,
+                                   "n": None, "std": statistics.stdev(xs), "seeds": len(xs)})
+    return out
+
+
+def curve_data(curves: RunCurves | None) -> tuple[list[dict], list[dict]]:
+    """(every curve.jsonl row, each method's mean curve)."""
+    if curves is None:
+        return [], []
+    rows = []
+    if curves.seed_point is not None:
+        p = curves.seed_point
+        rows.append({"method": SEED_ROW, "seed": None, "step": p.step, "task": p.task, "forgetting": p.forgetting}
+                    | ({"metrics": p.metrics} if p.metrics else {}))
+    means = []
+    for m in METHODS:
+        for s, own in sorted(curves.methods.get(m, {}).items()):
+            rows += [{"method": m, "seed": s, "step": r.step, "task": r.task, "forgetting": r.forgetting}
+                     | ({"metrics": r.metrics} if r.metrics else {}) for r in own]
+        if m in curves.methods:
+            mean = mean_curve(curves, m)
+            means += [{"method": m, "step": k, "task": t, "forgetting": f, "seeds": len(curves.methods[m])}
+                      for k, t, f in zip(mean.steps, mean.task, mean.forgetting)]
+    return rows, means
+
+
+def verdict_data(matched: list[MatchedComparison], compared: list[tuple[str, Comparison]]) -> list[dict]:
+    out = [{"axis": "forgetting_at_matched_learning", "method": c.method, "baseline": c.baseline,
+            "diff": c.diff, "low": c.low, "high": c.high, "outcome": c.outcome,
+            "text": matched_line(c, label(c.method), label(c.baseline)),
+            "level": c.level, "seeds_agree": c.seeds_agree, "seeds": c.seeds,
+            "task_metric": c.task_metric, "task_direction": c.task_direction,
+            "forgetting_metric": c.forgetting_metric, "seed_task": c.seed_task,
+            "method_peak": c.method_peak, "baseline_peak": c.baseline_peak,
+            "method_seeds": c.method_seeds, "baseline_seeds": c.baseline_seeds,
+            "task_prompts": c.task_prompts, "forgetting_prompts": c.forgetting_prompts} for c in matched]
+    out += [{"axis": f"{c.axis.suite}/{c.axis.metric.name}", "method": m, "baseline": "sft", "diff": c.diff,
+             "low": c.low, "high": c.high, "outcome": c.outcome, "text": verdict_line(c, label(m), label("sft")),
+             "seeds": c.seeds, "prompts": c.prompts} for m, c in compared]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 
 def run_seeds(run: Path, cfg: dict, env: dict) -> list:
     for seeds in (cfg.get("seeds"), env.get("seeds")):
@@ -703,7 +880,8 @@ def run_seeds(run: Path, cfg: dict, env: dict) -> list:
 
 
 def build_report(run_dir: str | Path) -> list[Path]:
-    """Write RUN/report.md, RUN/report.html and RUN/plots/*.png; returns the paths written."""
+    """Write RUN/report.md, RUN/report.html, RUN/report.json and RUN/plots/*.png; returns the paths
+    written."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"no run folder at {run}")
@@ -716,27 +894,37 @@ def build_report(run_dir: str | Path) -> list[Path]:
     seeds = run_seeds(run, cfg, env)
     multi_seed = len(seeds) > 1 or any(len(eval_folders(run, m)) > 1 for m in METHODS)
 
+    curves, curves_unreadable = read_curves(run, problems)
+    matched = matched_comparisons(curves)
+    compared = prompt_comparisons(run, problems)
+    rows = shown_rows(cfg, results)
+
     plot_dir, figures = run / "plots", []
+    opening = curve_section(run, curves, curves_unreadable, plot_dir, problems, figures)
     sections = [
-        verdict_section(run, problems),
+        *([opening] if opening is not None else []),
+        verdict_section(matched, compared),
         header_section(cfg, env, distill, seeds),
         distill_section(distill),
-        results_section(results, columns, not_computed, multi_seed, shown_rows(cfg, results)),
+        results_section(results, columns, not_computed, multi_seed, rows),
         Section("Figures", []),
         gap_section(run, plot_dir, problems, figures),
         retention_section(run, plot_dir, problems, figures),
         training_section(run, plot_dir, problems, figures),
         main_metrics_section(run, results, columns, plot_dir, problems, figures),
         settings_section(run, problems),
-        how_to_read_section(columns, multi_seed),
+        how_to_read_section(columns, multi_seed, curves is not None),
     ]
     if problems:  # a file read by two sections reports its problem once
         sections.append(Section("Problems reading the run folder", [list(dict.fromkeys(problems))]))
 
     title = f"SDFT report: {run.resolve().name}"
-    md_path, html_path = run / "report.md", run / "report.html"
+    md_path, html_path, json_path = run / "report.md", run / "report.html", run / "report.json"
     with atomic_write(md_path) as f:
         f.write(render_markdown(title, sections, run))
     with atomic_write(html_path) as f:
         f.write(render_html(title, sections, run))
-    return [md_path, html_path, *figures]
+    curve_rows, curve_means = curve_data(curves)
+    write_json(json_path, {"table": table_data(results, columns, rows), "curve": curve_rows,
+                           "curve_mean": curve_means, "verdict": verdict_data(matched, compared)})
+    return [md_path, html_path, json_path, *figures]

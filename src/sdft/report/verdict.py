@@ -12,6 +12,10 @@ difference was detected at this size (which is not evidence that there is none).
 
 The axes are the suites' metric declarations that carry a `verdict` (sdft.evaluate.metrics): its
 per-prompt field, its direction and the words of its line.
+
+The first line, where the run measured learning-against-forgetting curves, is of another kind: how
+much more or less each method forgot than SFT by the time both had learned the task equally well
+(sdft.report.curve), with a two-level bootstrap interval over training seeds and prompts.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.stats import bootstrap_difference_interval
 from sdft.evaluate.suites import declared_metrics
+from sdft.report.curve import MatchedComparison, metric_unit
 
 Rows = dict[str, list[dict]]  # training-seed folder ("seed-42") -> that model's predictions.jsonl rows
 
@@ -137,3 +142,46 @@ def verdicts(predictions: dict[str, dict[str, Rows]], method: str, baseline: str
         if c is not None:
             found.append(c)
     return found
+
+
+def fmt_level(x: float, metric: str) -> str:
+    """A task value as its metric's unit reads: `45.0%` for a proportion, else 3 decimals."""
+    return f"{100 * x:.1f}%" if metric_unit(metric) == "%" else f"{x:.3f}"
+
+
+def matched_line(c: MatchedComparison, method: str, baseline: str) -> str:
+    """The matched-learning line: forgetting of `method` minus `baseline` where both mean curves have
+    learned the task as far as the one that learned less; no claim when either learned nothing."""
+    about = f"{method} vs {baseline}, forgetting at matched learning"
+    names = {c.method: method, c.baseline: baseline}
+    if c.level is None:
+        stalled = c.stalled()
+        if not stalled:
+            return (f"{about}: no claim: the seed's own point (eval/seed/curve.jsonl) is missing, so the curves "
+                    "have no common start to measure learning from")
+        who = " and ".join(f"{names[m]}'s" for m in stalled)
+        return (f"{about}: no claim: the task did not improve ({who} mean {c.task_metric} never got past the "
+                f"seed's {fmt_level(c.seed_task, c.task_metric)}), so there is no learning to match")
+    d = decimals_for(c.diff, c.low, c.high)
+    numbers = (f"{c.forgetting_metric} {fmt_diff(c.diff, False, d)} [{fmt_diff(c.low, False, d)}, "
+               f"{fmt_diff(c.high, False, d)}] at {c.task_metric} {fmt_level(c.level, c.task_metric)}")
+    direction = c.task_direction
+    reach = "the most both reached"
+    if direction * c.method_peak > direction * c.baseline_peak:
+        reach += f" ({baseline} never got to {method}'s {fmt_level(c.method_peak, c.task_metric)})"
+    elif direction * c.method_peak < direction * c.baseline_peak:
+        reach += f" ({method} never got to {baseline}'s {fmt_level(c.baseline_peak, c.task_metric)})"
+    if c.outcome == "less":
+        text = f"{method} forgot less than {baseline} at matched learning"
+    elif c.outcome == "more":
+        text = f"{method} forgot more than {baseline} at matched learning"
+    else:
+        text = f"{about}: no difference detected at this size"
+    if not c.seeds:
+        agree = "no training seed in common to compare seed by seed"
+    else:
+        agree = f"{c.seeds_agree} of {c.seeds} " + ("seeds agree" if c.seeds != 1 else "seed agrees")
+    seeds = (str(c.method_seeds) if c.method_seeds == c.baseline_seeds
+             else f"{c.method_seeds} {method} and {c.baseline_seeds} {baseline}")
+    return (f"{text}: {numbers}, {reach}; {agree} ({seeds} seed{'s' if c.method_seeds + c.baseline_seeds > 2 else ''}"
+            f" x {c.task_prompts} task / {c.forgetting_prompts} forgetting prompts)")

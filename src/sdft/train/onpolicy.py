@@ -39,6 +39,7 @@ from sdft.core.runstate import fingerprint, holds
 from sdft.data.example import Example
 from sdft.distill.templates import DistillTemplate, get_template, render_distill_prompt
 from sdft.train.lora import lora_config, quantization_args
+from sdft.train.snapshots import snapshot_callback
 from sdft.train.session import finished_run, is_final, latest_checkpoint, run_to_end, trainer_arguments
 
 def build_rows(tokenizer, examples: list[Example], template: DistillTemplate, max_prompt: int) -> tuple[list[dict], int]:
@@ -61,8 +62,11 @@ def build_rows(tokenizer, examples: list[Example], template: DistillTemplate, ma
 
 def run_fingerprint(model_name: str, examples: list[Example], cfg, ocfg: OnPolicyConfig,
                     template: DistillTemplate) -> str:
-    """What the adapter depends on: model, data, settings and the teacher's template."""
+    """What the adapter depends on: model, data, settings and the teacher's template (not where the
+    progress is reported: report_to is left out, so adding a tracker resumes the same run)."""
     settings = asdict(cfg) | {"save_steps": None, "logging_steps": None, "gradient_checkpointing": None}
+    for name in ("report_to", "curve_steps"):
+        settings.pop(name, None)
     return fingerprint("onpolicy", model_name, settings, asdict(ocfg), asdict(template),
                        [[ex.messages(), ex.response, ex.instruction, ex.input] for ex in examples])
 
@@ -131,7 +135,7 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     # per_device_train_batch_size counts samples (prompt x generation) per micro-batch; an epoch samples
     # num_generations answers to every prompt once.
     args = SDFTConfig(
-        **trainer_arguments(cfg, ckpt_dir, dtype, progress),
+        **trainer_arguments(cfg, ckpt_dir, dtype, progress),  # with train.report_to: TRL logs where Trainer does
         trust_remote_code=trust_remote_code,
         max_prompt_length=None,  # long rows were skipped above; TRL would cut them from the left
         num_generations=ocfg.num_generations,
@@ -141,7 +145,7 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
         teacher_model_kind=ocfg.teacher,
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                               peft_config=lora, callbacks=callbacks)
+                               peft_config=lora, callbacks=[*(callbacks or []), snapshot_callback(out_dir, cfg.curve_steps)])
     return run_to_end(trainer, trainer.model, out_dir, key, {
         "method": "onpolicy",
         "model": model_name,

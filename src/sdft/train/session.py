@@ -1,6 +1,11 @@
 """One training run as a transformers or TRL trainer drives it: the Trainer's arguments, resuming from
 the latest complete checkpoint, and what a finished run leaves (adapter/, train_log.jsonl, loss.png,
-train_summary.json as the done marker). Shared by sdft train and the on-policy method."""
+train_summary.json as the done marker). Shared by sdft train and the on-policy method.
+
+Experiment trackers (`train.report_to`) are transformers' own integrations. TensorBoard writes into
+`<out>/tensorboard/` rather than transformers' default of a new time-stamped folder per session, so a
+resumed run continues the same curve and `sdft run` can add the final metrics beside it
+(sdft.recipes.tracking)."""
 
 from __future__ import annotations
 
@@ -13,8 +18,32 @@ from pathlib import Path
 import torch
 
 from sdft.core.config import TrainConfig
+from sdft.core.errors import SetupError
 from sdft.core.io import fsync_dir, write_json, write_jsonl
 from sdft.core.runstate import StaleStateError
+
+TENSORBOARD_DIR = "tensorboard"  # under a training run's folder: the loss, then the final metrics
+# The package each tracker needs, where its name is not the package's (transformers checks the rest).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                    "trackio": ("trackio",), "comet_ml": ("comet_ml",), "clearml": ("clearml",)}
+
+
+def trackers(report_to: list[str]) -> list[str]:
+    """The trackers asked for, "none" dropped; a missing tracker package is one clear line, before any
+    model loads (transformers would fail later, inside the Trainer)."""
+    import importlib.util
+
+    chosen = [t for t in report_to if t != "none"]
+    for tracker in chosen:
+        packages = TRACKER_PACKAGES.get(tracker, ())
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise SetupError(f"train.report_to {tracker} needs the {packages[0]} package: pip install {packages[0]}")
+    return chosen
+
+
+def tensorboard_dir(out_dir: str | Path) -> Path:
+    """Where a training run's TensorBoard events go (loss curves, and the final metrics of `sdft run`)."""
+    return Path(out_dir) / TENSORBOARD_DIR
 
 
 def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, progress: bool,
@@ -41,7 +70,7 @@ def trainer_arguments(cfg: TrainConfig, ckpt_dir: Path, dtype: torch.dtype, prog
         bf16=autocast and dtype == torch.bfloat16,  # said outright: TRL would default to bf16 even on CPU
         fp16=autocast and dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),
-        report_to=[],
+        report_to=trackers(cfg.report_to),
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
         disable_tqdm=not progress,
@@ -75,6 +104,7 @@ def run_to_end(trainer, model, out_dir: Path, key: str, fields: dict) -> dict:
     from sdft.train.plots import plot_losses
 
     ckpt_dir = out_dir / "checkpoints"
+    point_tensorboard_at(trainer, tensorboard_dir(out_dir))
     resume = latest_checkpoint(ckpt_dir)
     if trainer.is_world_process_zero():
         write_json(ckpt_dir / "run.json", {"fingerprint": key})
@@ -107,6 +137,16 @@ def run_to_end(trainer, model, out_dir: Path, key: str, fields: dict) -> dict:
         write_json(out_dir / "train_summary.json", summary)  # written last: its presence marks the stage done
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def point_tensorboard_at(trainer, folder: Path) -> None:
+    """Have transformers' TensorBoard callback (if report_to has it) write into `folder`, unless the user
+    chose a folder with TENSORBOARD_LOGGING_DIR."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(folder)
 
 
 def parameter_dtypes(model, trainable: bool) -> str:

@@ -29,6 +29,7 @@ from sdft.train.lora import lora_config, quantization_args, uses_autocast
 from sdft.train.loss import summed_cross_entropy
 from sdft.train.memory_estimate import preflight
 from sdft.train.session import finished_run, run_to_end, trainer_arguments
+from sdft.train.snapshots import snapshot_callback
 
 
 
@@ -75,6 +76,8 @@ def build_dataset(tokenizer, examples: list[Example], cfg: TrainConfig) -> tuple
 def run_fingerprint(model_name: str, examples: list[Example], cfg: TrainConfig) -> str:
     """What the trained adapter depends on: model, data and settings (not how often progress is saved)."""
     settings = asdict(cfg) | {"save_steps": None, "logging_steps": None, "gradient_checkpointing": None}
+    for name in ("curve_steps", "report_to"):  # where progress goes; a run's key stays what it was before them
+        settings.pop(name)
     return fingerprint("train", model_name, settings, [[ex.messages(), ex.response] for ex in examples])
 
 
@@ -121,7 +124,8 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
 
     args = TrainingArguments(**trainer_arguments(cfg, ckpt_dir, dtype, progress, uses_autocast(cfg, dtype)),
                              remove_unused_columns=False)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator())
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator(),
+                               callbacks=[snapshot_callback(out_dir, cfg.curve_steps)])
     return run_to_end(trainer, model, out_dir, key, {
         "model": model_name,
         "rows": len(dataset),

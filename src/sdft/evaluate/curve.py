@@ -1,0 +1,242 @@
+"""Learning against forgetting, measured along training: one point per kept adapter of a run.
+
+At each point (the seed is step 0; then each snapshot of sdft.train.snapshots; then the final adapter):
+  task         the task score on held-out task prompts, per prompt (math: the final number is right;
+               function: the call matches the reference exactly), from greedy replies
+  forgetting   KL(seed || model) per token on general instructions (the built-in retention set), taken
+               along replies the seed *sampled* at temperature 1: an average over the seed's own
+               distribution, so the mean is an unbiased estimate of the per-token forward KL (over the
+               seed's top-k tokens plus one bucket for the rest, a lower bound; sdft.engine.likelihood)
+  kl_task      the same KL on the task prompts (the forgetting predictor of "RL's Razor", Shenfeld et al. 2025)
+The seed's sampled replies and their top-k log-probabilities are made once, in eval/seed/curve/; every
+point reads them, so a point costs one short greedy decode and two teacher-forced passes.
+
+Rows go to curve.jsonl (sdft.core.layout.curve_path) in the layout sdft.report.curve reads: every file of a
+run has the same prompts in the same order, so per-prompt values pair across models and steps. Each row
+carries the key of what produced it (model, prompts, settings, the adapter's bytes); a rerun keeps the rows
+whose key still holds and measures the rest, so an interrupted curve resumes at the next point.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdft.core.chat import render_chat
+from sdft.core.config import EvalConfig, ModelSpec
+from sdft.core.errors import InputError
+from sdft.core.io import atomic_write, read_jsonl, write_json
+from sdft.core.layout import curve_path, snapshot_dir, snapshot_steps
+from sdft.core.runstate import fingerprint
+from sdft.data.load import load_examples
+from sdft.evaluate.builtin_sets import RETENTION, load_resource
+from sdft.evaluate.suite_context import user_turn
+from sdft.evaluate.suite_retention import SEED_TOPK, load_topk, save_topk
+
+REFERENCE_DIR = "curve"  # under the seed's eval folder: the seed's sampled replies and their top-k
+SAMPLE_SEED = 0
+CURVE_TASKS = ("math", "function")  # tasks with a checkable answer, so a score per prompt
+
+
+@dataclass
+class Prompts:
+    """The prompts a curve is measured on, in their fixed order."""
+
+    task_chats: list[list[dict]]
+    task_references: list[str]
+    general_chats: list[list[dict]]
+    task_source: str
+
+
+def task_prompts(cfg: EvalConfig, task: str) -> tuple[list[list[dict]], list[str], str]:
+    """The task suite's held-out prompts (its own chat form and system prompt) and references."""
+    from sdft.evaluate import suite_function, suite_math
+
+    if task == "math":
+        source = suite_math.math_source(cfg)
+        examples = load_examples(source, limit=cfg.curve_limit)
+        return suite_math.chats(examples), [ex.response for ex in examples], source
+    if task == "function":
+        if not cfg.function_data:
+            raise InputError("the curve's task score for task 'function' needs eval.function_data")
+        from sdft.grading.verify import parse_call
+
+        # Rows whose reference is not a call cannot be scored; they are left out so every prompt has a value.
+        examples = [ex for ex in load_examples(cfg.function_data) if parse_call(ex.response) is not None]
+        examples = examples[:cfg.curve_limit]
+        return [ex.messages() for ex in examples], [ex.response for ex in examples], cfg.function_data
+    raise InputError(f"the curve needs a task with a checkable answer ({', '.join(CURVE_TASKS)}); got '{task}'")
+
+
+def curve_prompts(cfg: EvalConfig, task: str) -> Prompts:
+    chats, references, source = task_prompts(cfg, task)
+    general = [user_turn(item["instruction"]) for item in load_resource(RETENTION)[:cfg.curve_limit]]
+    return Prompts(chats, references, general, source)
+
+
+def task_scores(task: str, replies: list[str], references: list[str]) -> tuple[str, list[float]]:
+    """(metric name, 0/1 per prompt)."""
+    if task == "math":
+        from sdft.evaluate.suite_math import score_math
+
+        rows, _ = score_math(replies, references)
+        return "accuracy", [float(r["correct"]) for r in rows]
+    from sdft.evaluate.suite_function import score_function
+
+    rows, _ = score_function(replies, references)
+    return "exact", [float(bool(r["exact"])) for r in rows]
+
+
+def _decode(model, tokenizer, chats: list[list[dict]], max_new_tokens: int, batch_size: int, sample: bool,
+            desc: str) -> list[str]:
+    from sdft.engine.decode import DecodeConfig, generate
+
+    prompts = [render_chat(tokenizer, c) for c in chats]
+    gen = DecodeConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size, workers=1,
+                       temperature=1.0 if sample else 0.0, seed=SAMPLE_SEED)
+    return generate(model, tokenizer, prompts, gen, desc=desc)
+
+
+@dataclass
+class SeedReference:
+    """The seed's sampled replies to the general and the task prompts, and its top-k at every position."""
+
+    key: str
+    general: list[str]
+    task: list[str]
+    general_topk: list
+    task_topk: list
+
+
+def reference_key(spec: ModelSpec, dtype: str, prompts: Prompts, cfg: EvalConfig) -> str:
+    return fingerprint("curve-reference", spec.name, spec.revision, dtype, prompts.general_chats, prompts.task_chats,
+                       cfg.curve_max_new_tokens, SEED_TOPK, SAMPLE_SEED)
+
+
+def seed_reference(model, tokenizer, spec: ModelSpec, prompts: Prompts, cfg: EvalConfig, folder: Path,
+                   force: bool = False) -> SeedReference:
+    """Read the seed's reference from `folder`, or make it (sampled replies, then their top-k) and save it."""
+    from sdft.engine.likelihood import score_with_topk
+
+    key = reference_key(spec, str(next(model.parameters()).dtype), prompts, cfg)
+    meta = folder / "reference.json"
+    if not force and meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("key") == key:
+        saved = json.loads(meta.read_text(encoding="utf-8"))
+        general_top, task_top = load_topk(folder / "general_topk.safetensors"), load_topk(folder / "task_topk.safetensors")
+        return SeedReference(key, saved["general"], saved["task"],
+                             [general_top[str(i)] for i in range(len(saved["general"]))],
+                             [task_top[str(i)] for i in range(len(saved["task"]))])
+    folder.mkdir(parents=True, exist_ok=True)
+    replies = {}
+    tops = {}
+    for name, chats in (("general", prompts.general_chats), ("task", prompts.task_chats)):
+        replies[name] = _decode(model, tokenizer, chats, cfg.curve_max_new_tokens, cfg.batch_size, sample=True,
+                                desc=f"curve: seed samples ({name})")
+        scored = score_with_topk(model, tokenizer, chats, replies[name], SEED_TOPK, cfg.batch_size)
+        tops[name] = [top for _, top in scored]
+        save_topk(folder / f"{name}_topk.safetensors", [str(i) for i in range(len(chats))], tops[name])
+    write_json(meta, {"key": key, "general": replies["general"], "task": replies["task"]})  # last: the done marker
+    return SeedReference(key, replies["general"], replies["task"], tops["general"], tops["task"])
+
+
+def kl_per_prompt(model, tokenizer, chats: list[list[dict]], replies: list[str], tops: list,
+                  batch_size: int) -> list[float]:
+    """Mean per-token KL(seed || model) along each seed reply (0 for an empty reply: nothing to diverge on)."""
+    from sdft.engine.likelihood import bucket_kl, logprobs_at
+
+    scored = logprobs_at(model, tokenizer, chats, replies, [t.ids for t in tops], batch_size)
+    out = []
+    for p, (_, q) in zip(tops, scored):
+        if q is None or p.ids.shape[0] == 0:
+            out.append(0.0)
+        else:
+            out.append(float(bucket_kl(p, q).mean()))
+    return out
+
+
+def measure_point(model, tokenizer, task: str, prompts: Prompts, reference: SeedReference, cfg: EvalConfig,
+                  step: int, is_seed: bool) -> dict:
+    replies = _decode(model, tokenizer, prompts.task_chats, cfg.curve_max_new_tokens, cfg.batch_size, sample=False,
+                      desc=f"curve: task replies, step {step}")
+    metric, task_values = task_scores(task, replies, prompts.task_references)
+    if is_seed:  # KL of the seed from itself is 0 at every position
+        general, on_task = [0.0] * len(reference.general), [0.0] * len(reference.task)
+    else:
+        general = kl_per_prompt(model, tokenizer, prompts.general_chats, reference.general, reference.general_topk,
+                                cfg.batch_size)
+        on_task = kl_per_prompt(model, tokenizer, prompts.task_chats, reference.task, reference.task_topk,
+                                cfg.batch_size)
+    return {"step": step, "task_metric": metric, "task_direction": 1, "task": _mean(task_values),
+            "task_values": task_values, "forgetting_metric": "kl_from_seed", "forgetting": _mean(general),
+            "forgetting_values": general, "metrics": {"kl_task": _mean(on_task)}, "kl_task_values": on_task}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _digest(folder: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(folder.glob("adapter_model.*")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def points(train_folder: Path) -> list[tuple[int, Path]]:
+    """(step, adapter folder) of a training run: its snapshots, then the final adapter."""
+    summary = json.loads((train_folder / "train_summary.json").read_text(encoding="utf-8"))
+    found = [(s, snapshot_dir(train_folder, s)) for s in snapshot_steps(train_folder) if s < summary["steps"]]
+    return found + [(summary["steps"], train_folder / "adapter")]
+
+
+def _kept_rows(path: Path, keys: dict[int, str]) -> dict[int, dict]:
+    if not path.is_file():
+        return {}
+    return {r["step"]: r for r in read_jsonl(path) if keys.get(r["step"]) == r.get("key")}
+
+
+def _write(path: Path, rows: dict[int, dict]) -> None:
+    with atomic_write(path) as f:
+        for step in sorted(rows):
+            f.write(json.dumps(rows[step], ensure_ascii=False) + "\n")
+
+
+def measure_curves(spec: ModelSpec, cfg: EvalConfig, task: str, seed_eval: Path,
+                   runs: list[tuple[Path, Path]], force: bool = False) -> None:
+    """The seed's point (eval/seed/curve.jsonl) and each (training folder, eval folder) run's points."""
+    from sdft.core.models import load_model
+
+    prompts = curve_prompts(cfg, task)
+    model, tokenizer = load_model(spec)
+    dtype = str(next(model.parameters()).dtype)
+    reference = seed_reference(model, tokenizer, spec, prompts, cfg, seed_eval / REFERENCE_DIR, force)
+    settings = (task, prompts.task_source, cfg.curve_max_new_tokens, reference.key)
+
+    def key(adapter: Path | None) -> str:
+        return fingerprint("curve-point", spec.name, spec.revision, dtype, settings,
+                           _digest(adapter) if adapter is not None else None)
+
+    seed_rows = {} if force else _kept_rows(curve_path(seed_eval), {0: key(None)})
+    if 0 not in seed_rows:
+        seed_rows[0] = measure_point(model, tokenizer, task, prompts, reference, cfg, 0, is_seed=True) | {"key": key(None)}
+        _write(curve_path(seed_eval), seed_rows)
+    del model
+    for train_folder, eval_folder in runs:
+        todo = points(train_folder)
+        keys = {step: key(adapter) for step, adapter in todo}
+        rows = {} if force else _kept_rows(curve_path(eval_folder), keys)
+        for step, adapter in todo:
+            if step in rows:
+                continue
+            model, tokenizer = load_model(spec, str(adapter))
+            rows[step] = measure_point(model, tokenizer, task, prompts, reference, cfg, step, is_seed=False) | {
+                "key": keys[step]}
+            del model
+            eval_folder.mkdir(parents=True, exist_ok=True)
+            _write(curve_path(eval_folder), rows)  # after each point: a killed run resumes at the next
+        # Rows of steps this run no longer has (e.g. retrained with other steps) are dropped.
+        if set(rows) - set(keys):
+            _write(curve_path(eval_folder), {s: r for s, r in rows.items() if s in keys})
