@@ -10,7 +10,9 @@ vocabulary projection is computed only from the first response position on (`log
 
 The same forward pass can also give a model's top-k tokens at every response position (`score_with_topk`),
 and another model's log-probabilities of those tokens (`logprobs_at`): with `bucket_kl`, how far one model's
-next-token distributions moved from another's along a given reply (retention's kl_from_seed).
+next-token distributions moved from another's along a given reply (retention's kl_from_seed). It can also
+give the model's predictive entropy at every response position (`score_with_entropy`): the surprise the
+model expects there, against which a reply's actual surprise is read (the gap suite's surprise excess).
 """
 
 from __future__ import annotations
@@ -117,6 +119,33 @@ def _score(row: Encoded, logprobs: torch.Tensor | None) -> ResponseScore:
     return ResponseScore(float(logprobs.gather(-1, _targets(row, logprobs)[:, None]).sum()), len(row.ids) - row.start)
 
 
+@dataclass
+class EntropyScore(ResponseScore):
+    """A ResponseScore with the model's own uncertainty at the same positions: the entropy of its
+    next-token distribution, summed over the response positions (nats)."""
+
+    entropy: float
+
+    @property
+    def mean_entropy(self) -> float:
+        return self.entropy / self.n_tokens if self.n_tokens else math.nan
+
+    @property
+    def surprise_excess(self) -> float:
+        """Mean per-token surprise (-log p of the token) minus the entropy at its position.
+
+        At each position the entropy is the surprise the model expects of a token it samples itself, so
+        this is 0 on average for the model's own samples (temperature 1), however long or predictable
+        they are, and above 0 for text it would not write; NaN for an empty response."""
+        return (-self.logprob - self.entropy) / self.n_tokens if self.n_tokens else math.nan
+
+
+def entropy_per_position(logprobs: torch.Tensor) -> torch.Tensor:
+    """-sum p log p over the vocabulary at each position (fp32 log-probabilities in, nats out); a token of
+    probability 0 (log-probability -inf) adds 0 rather than 0 x -inf = NaN."""
+    return -torch.where(logprobs > -math.inf, logprobs.exp() * logprobs, 0.0).sum(-1)
+
+
 def remaining_log_mass(logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log(1 - sum of the probabilities at `ids`) per position, summed over the other tokens instead of
     subtracted from 1, which loses nothing to cancellation when `ids` hold almost all the mass.
@@ -128,6 +157,17 @@ def remaining_log_mass(logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
 def score_batch(model, rows: list[Encoded], pad_id: int) -> list[ResponseScore]:
     """Score one batch of encoded pairs with a single right-padded forward pass."""
     return [_score(r, lp) for r, lp in zip(rows, _response_logprobs(model, rows, pad_id))]
+
+
+@torch.inference_mode()
+def score_entropy_batch(model, rows: list[Encoded], pad_id: int) -> list[EntropyScore]:
+    """score_batch, plus each row's summed predictive entropy, from the same forward pass."""
+    out = []
+    for r, logprobs in zip(rows, _response_logprobs(model, rows, pad_id)):
+        score = _score(r, logprobs)
+        entropy = 0.0 if logprobs is None else float(entropy_per_position(logprobs).double().sum())
+        out.append(EntropyScore(score.logprob, score.n_tokens, entropy))
+    return out
 
 
 @dataclass
@@ -250,6 +290,14 @@ def score_with_topk(model, tokenizer, prompts: list[Prompt], responses: list[str
     pass, so position j of a TopK is the prediction of the response's token j)."""
     return _in_batches(model, tokenizer, prompts, responses, batch_size, max_batch_tokens,
                        lambda rows, pad_id, _: topk_batch(model, rows, pad_id, k))
+
+
+def score_with_entropy(model, tokenizer, prompts: list[Prompt], responses: list[str], batch_size: int = 16,
+                       max_batch_tokens: int | None = None) -> list[EntropyScore]:
+    """score_responses, plus the model's predictive entropy at each response position, summed per
+    response (same forward pass, same batching, so the log-probabilities equal score_responses')."""
+    return _in_batches(model, tokenizer, prompts, responses, batch_size, max_batch_tokens,
+                       lambda rows, pad_id, _: score_entropy_batch(model, rows, pad_id))
 
 
 def logprobs_at(model, tokenizer, prompts: list[Prompt], responses: list[str], ids: list[torch.Tensor | None],

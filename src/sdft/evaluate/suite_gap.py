@@ -6,7 +6,16 @@ mean per-token NLL of the original responses ("nll_original") and of the kept di
 ("nll_distilled", accepted rows only), plus their paired difference ("nll_gap" = original - distilled,
 on accepted rows, with its bootstrap interval), and the share of accepted rows whose kept rewrite is
 the more likely target ("rewrite_more_likely": nll_gap > 0, with its Wilson interval): the mean can be
-carried by a few rows, the share says how general the premise holds. Per-row values (and the row's
+carried by a few rows, the share says how general the premise holds.
+
+Per-token NLL rewards short, predictable text whatever the model would say itself: a terse reference
+whose tokens are mostly forced (numbers copied from the question, "The answer is") can score lower than
+the model's own wordier answer. So the same forward pass also gives the model's predictive entropy at
+each position, and each target gets a "surprise excess": the mean over its tokens of the token's
+surprise (-log p) minus the entropy there, the surprise the model expects of its own sample. It is 0 on
+average for text sampled from the model itself, whatever its length or predictability, and above 0 for
+text the model would not write ("surprise_excess_original", "surprise_excess_distilled" and the paired
+"surprise_excess_gap"; docs/METHODS.md, "Reading the distribution gap"). Per-row values (and the row's
 `kept_kind` when distilled with candidates) go to predictions.jsonl for histograms.
 """
 
@@ -35,6 +44,19 @@ METRICS = (
                "rewrites are the more likely targets)", ("nll_gap",)),
     MetricSpec("rewrite_more_likely", "rewrite_more_likely", "%", 0, "other",
                "accepted rows whose kept target the model finds more likely than the original"),
+    # Surprise excess is descriptive too: 0 is "as the model itself would write", and below 0 (greedy text,
+    # more predictable than the model's own samples) is no nearer than above.
+    MetricSpec("surprise_excess_original", "surprise_excess_original", "nats/token", 0, "other",
+               "mean per-token NLL minus the model's own entropy at each position, of the original training "
+               "responses (0: as surprising as the model's own samples; above 0: text it would not write)",
+               ("surprise_excess_original",)),
+    MetricSpec("surprise_excess_distilled", "surprise_excess_distilled", "nats/token", 0, "other",
+               "mean per-token NLL minus the model's own entropy at each position, of the kept "
+               "distilled responses (accepted rows)", ("surprise_excess_distilled",)),
+    MetricSpec("surprise_excess_gap", "surprise_excess_gap", "nats/token", 0, "other",
+               "mean per-row surprise excess of the original minus the distilled response, on accepted rows "
+               "(above 0: the rewrites are nearer what the model would write, length and predictability "
+               "aside)", ("surprise_excess_gap",)),
 )
 
 
@@ -58,29 +80,44 @@ def load_rows(path: str, limit: int | None) -> list[dict]:
     return rows
 
 
+def row_values(original, distilled) -> dict[str, float | None]:
+    """One row's NLL and surprise excess of each target and their paired differences (original minus
+    distilled); None where the row kept no rewrite or a target is empty. Takes EntropyScores."""
+    values: dict[str, float | None] = {}
+    for measure in ("nll", "surprise_excess"):
+        o = getattr(original, measure)
+        d = getattr(distilled, measure) if distilled is not None else None
+        values[f"{measure}_original"] = finite_or_none(o)
+        values[f"{measure}_distilled"] = finite_or_none(d)
+        values[f"{measure}_gap"] = finite_or_none(o - d if d is not None else None)
+    return values
+
+
 def run(ctx: SuiteContext) -> SuiteResult:
     # Imported here: it loads torch, and the report imports this module for its METRICS only.
-    from sdft.engine.likelihood import response_nll
+    from sdft.engine.likelihood import score_with_entropy
 
     rows = load_rows(ctx.train_data, ctx.cfg.limit)
     prompts = [prompt_messages(r) for r in rows]
     bs = ctx.cfg.batch_size
-    original = response_nll(ctx.model, ctx.tokenizer, prompts, [r["original"] for r in rows], bs)
+    # One forward pass per target gives both its NLL and the model's entropy along it.
+    original = score_with_entropy(ctx.model, ctx.tokenizer, prompts, [r["original"] for r in rows], bs)
     kept = [i for i, r in enumerate(rows) if r["accepted"]]
-    distilled_kept = response_nll(ctx.model, ctx.tokenizer, [prompts[i] for i in kept],
-                                  [rows[i]["response"] for i in kept], bs)
-    distilled: list[float | None] = [None] * len(rows)
-    for i, value in zip(kept, distilled_kept):
-        distilled[i] = value
+    distilled_kept = score_with_entropy(ctx.model, ctx.tokenizer, [prompts[i] for i in kept],
+                                        [rows[i]["response"] for i in kept], bs)
+    distilled = [None] * len(rows)
+    for i, score in zip(kept, distilled_kept):
+        distilled[i] = score
     out = []
     for r, orig, dist in zip(rows, original, distilled):
-        gap = orig - dist if dist is not None else None
-        out.append({"id": r.get("id"), "accepted": bool(r["accepted"]), "nll_original": finite_or_none(orig),
-                    "nll_distilled": finite_or_none(dist), "nll_gap": finite_or_none(gap)})
+        row = {"id": r.get("id"), "accepted": bool(r["accepted"]), **row_values(orig, dist)}
         if r.get("kept_kind"):
-            out[-1]["kept_kind"] = r["kept_kind"]
+            row["kept_kind"] = r["kept_kind"]
+        out.append(row)
     metrics = [mean_of_finite(name, [o[name] for o in out]) for name in ("nll_original", "nll_distilled", "nll_gap")]
     gaps = [o["nll_gap"] for o in out if o["nll_gap"] is not None]
     if gaps:
         metrics.append(proportion_metric("rewrite_more_likely", sum(g > 0 for g in gaps), len(gaps)))
+    metrics += [mean_of_finite(name, [o[name] for o in out])
+                for name in ("surprise_excess_original", "surprise_excess_distilled", "surprise_excess_gap")]
     return SuiteResult([m for m in metrics if m is not None], out)
