@@ -60,31 +60,36 @@ def test_bad_data_exits_2_without_output(tmp_path, capsys):
 
 
 def test_run_recipe_end_to_end(tiny_model, tmp_path):
-    """The whole flow on a tiny model: distill, SFT and SDFT, the four demo suites, the report."""
+    """The whole flow on a tiny model: distill, SFT and SDFT, the demo's suites, the curve, the report."""
     config = yaml.safe_load(preset_path("demo").read_text())
     config["model"]["name"] = tiny_model
     config["data"]["source"] = "builtin:arithmetic?n=6"
     config["distill"] |= {"max_new_tokens": 4, "batch_size": 3}
-    config["train"] |= {"max_steps": 2, "batch_size": 3, "save_steps": 100}
-    config["eval"] |= {"limit": 3, "max_new_tokens": 4}
+    config["train"] |= {"max_steps": 2, "batch_size": 3, "save_steps": 100, "curve_steps": [1]}
+    config["eval"] |= {"limit": 3, "max_new_tokens": 4, "curve_limit": 3, "curve_max_new_tokens": 4}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out)]) == 0
     for method in ("sft", "sdft"):
         assert (out / "train" / method / "seed-42" / "adapter" / "adapter_model.safetensors").is_file()
-        for suite in ("math", "safety", "gap", "retention"):
+        for suite in config["eval"]["suites"]:
             metrics = json.loads((out / "eval" / method / "seed-42" / suite / "metrics.json").read_text())
             assert metrics and all(m["suite"] == suite for m in metrics)
+        curve = [json.loads(line) for line in (out / "eval" / method / "seed-42" / "curve.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in curve] == [1, 2]  # the snapshot, then the final adapter
     report = (out / "report.md").read_text()
     assert "| Seed" in report and "| SFT" in report and "| SDFT" in report
+    assert report.index("Learning against forgetting") < report.index("## Verdict")
+    saved = json.loads((out / "report.json").read_text())
+    assert {(r["method"], r["step"]) for r in saved["curve"]} >= {("sft", 1), ("sft", 2), ("sdft", 2)}
     assert (out / "report.html").is_file() and (out / "loss_curves.png").is_file()
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["model"]["name"] == tiny_model and resolved["seeds"] == [42]
     assert json.loads((out / "environment.json").read_text())["packages"]["transformers"]
     stages = json.loads((out / "stages.json").read_text())
     assert [s["stage"] for s in stages] == ["distill", "train sft seed 42", "train sdft seed 42", "evaluate seed",
-                                            "evaluate sft seed 42", "evaluate sdft seed 42"]
+                                            "evaluate sft seed 42", "evaluate sdft seed 42", "curve"]
     assert all(s["seconds"] > 0 and s["peak_rss_mb"] > 100 for s in stages)
 
 

@@ -233,7 +233,7 @@ def test_report_opens_with_the_curve_and_the_matched_line(tmp_path):
     assert first_line.startswith("- SDFT vs SFT, forgetting at matched learning: no difference detected at this "
                                  "size: kl_from_seed -0.078 [")
     assert "2 of 3 seeds agree" in first_line
-    assert "| SFT | 3 | 2 | 60.0 (step 8) |" in sections[1]  # 2 trained checkpoints; accuracy in %
+    assert "| SFT | 3 | 2 | 60.0 [" in sections[1] and "(step 8) |" in sections[1]  # 2 trained checkpoints; accuracy in %
 
     data = json.loads((run / "report.json").read_text())
     (matched,) = [v for v in data["verdict"] if v["axis"] == "forgetting_at_matched_learning"]

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdft.core.allocator import release_freed_memory
 from sdft.core.chat import render_chat
 from sdft.core.config import EvalConfig, ModelSpec
 from sdft.core.errors import InputError
@@ -69,6 +70,11 @@ def task_prompts(cfg: EvalConfig, task: str) -> tuple[list[list[dict]], list[str
     raise InputError(f"the curve needs a task with a checkable answer ({', '.join(CURVE_TASKS)}); got '{task}'")
 
 
+def measures_curve(cfg) -> bool:
+    """Whether `sdft run` with this RunConfig measures the curve: on, and a task with a checkable answer."""
+    return cfg.eval.curve_limit > 0 and cfg.data.task in CURVE_TASKS
+
+
 def curve_prompts(cfg: EvalConfig, task: str) -> Prompts:
     chats, references, source = task_prompts(cfg, task)
     general = [user_turn(item["instruction"]) for item in load_resource(RETENTION)[:cfg.curve_limit]]
@@ -111,7 +117,7 @@ class SeedReference:
 
 def reference_key(spec: ModelSpec, dtype: str, prompts: Prompts, cfg: EvalConfig) -> str:
     return fingerprint("curve-reference", spec.name, spec.revision, dtype, prompts.general_chats, prompts.task_chats,
-                       cfg.curve_max_new_tokens, SEED_TOPK, SAMPLE_SEED)
+                       cfg.curve_max_new_tokens, cfg.batch_size, SEED_TOPK, SAMPLE_SEED)
 
 
 def seed_reference(model, tokenizer, spec: ModelSpec, prompts: Prompts, cfg: EvalConfig, folder: Path,
@@ -128,6 +134,7 @@ def seed_reference(model, tokenizer, spec: ModelSpec, prompts: Prompts, cfg: Eva
                              [general_top[str(i)] for i in range(len(saved["general"]))],
                              [task_top[str(i)] for i in range(len(saved["task"]))])
     folder.mkdir(parents=True, exist_ok=True)
+    meta.unlink(missing_ok=True)  # first: a rebuild killed halfway must not pair old replies with new top-k
     replies = {}
     tops = {}
     for name, chats in (("general", prompts.general_chats), ("task", prompts.task_chats)):
@@ -147,9 +154,12 @@ def kl_per_prompt(model, tokenizer, chats: list[list[dict]], replies: list[str],
 
     scored = logprobs_at(model, tokenizer, chats, replies, [t.ids for t in tops], batch_size)
     out = []
-    for p, (_, q) in zip(tops, scored):
-        if q is None or p.ids.shape[0] == 0:
+    for i, (p, (_, q)) in enumerate(zip(tops, scored)):
+        if p.ids.shape[0] == 0:
             out.append(0.0)
+        elif q is None:  # the positions do not line up with the seed's: the reference is not this model's
+            raise InputError(f"curve: the seed's reply {i} and its saved top-k do not line up (another tokenizer "
+                             "or a damaged reference); remeasure with --force")
         else:
             out.append(float(bucket_kl(p, q).mean()))
     return out
@@ -180,7 +190,7 @@ def _digest(folder: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted(folder.glob("adapter_model.*")):
+    for path in sorted([*folder.glob("adapter_model.*"), folder / "adapter_config.json"]):
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -213,7 +223,11 @@ def measure_curves(spec: ModelSpec, cfg: EvalConfig, task: str, seed_eval: Path,
     model, tokenizer = load_model(spec)
     dtype = str(next(model.parameters()).dtype)
     reference = seed_reference(model, tokenizer, spec, prompts, cfg, seed_eval / REFERENCE_DIR, force)
-    settings = (task, prompts.task_source, cfg.curve_max_new_tokens, reference.key)
+    # The reference's own replies, not only its settings: samples made again elsewhere are another reference.
+    settings = (task, prompts.task_chats, prompts.task_references, cfg.curve_max_new_tokens, cfg.batch_size,
+                fingerprint(reference.key, reference.general, reference.task))
+
+    sample = settings[-1]
 
     def key(adapter: Path | None) -> str:
         return fingerprint("curve-point", spec.name, spec.revision, dtype, settings,
@@ -221,7 +235,8 @@ def measure_curves(spec: ModelSpec, cfg: EvalConfig, task: str, seed_eval: Path,
 
     seed_rows = {} if force else _kept_rows(curve_path(seed_eval), {0: key(None)})
     if 0 not in seed_rows:
-        seed_rows[0] = measure_point(model, tokenizer, task, prompts, reference, cfg, 0, is_seed=True) | {"key": key(None)}
+        seed_rows[0] = measure_point(model, tokenizer, task, prompts, reference, cfg, 0, is_seed=True) | {
+            "key": key(None), "reference": sample}
         _write(curve_path(seed_eval), seed_rows)
     del model
     for train_folder, eval_folder in runs:
@@ -233,8 +248,9 @@ def measure_curves(spec: ModelSpec, cfg: EvalConfig, task: str, seed_eval: Path,
                 continue
             model, tokenizer = load_model(spec, str(adapter))
             rows[step] = measure_point(model, tokenizer, task, prompts, reference, cfg, step, is_seed=False) | {
-                "key": keys[step]}
+                "key": keys[step], "reference": sample}
             del model
+            release_freed_memory()  # each point loads its own merged copy; hand the last one's memory back
             eval_folder.mkdir(parents=True, exist_ok=True)
             _write(curve_path(eval_folder), rows)  # after each point: a killed run resumes at the next
         # Rows of steps this run no longer has (e.g. retrained with other steps) are dropped.

@@ -28,7 +28,7 @@ from sdft.core.models import load_model
 from sdft.core.runstate import holds
 from sdft.data.load import load_examples
 from sdft.distill.stage import distill, unverified_note
-from sdft.evaluate.curve import CURVE_TASKS, measure_curves
+from sdft.evaluate.curve import curve_prompts, measure_curves, measures_curve
 from sdft.evaluate.suites import run_suites
 from sdft.recipes.tracking import log_final_metrics
 from sdft.report.build import build_report
@@ -90,6 +90,8 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
 
     # Validate every row and setting before any model is loaded.
     examples = load_examples(cfg.data.source, cfg.data.columns, cfg.data.limit)
+    if measures_curve(cfg) and not skip_eval:
+        curve_prompts(cfg.eval, cfg.data.task)  # the curve's task prompts: their errors now, not after training
     print(f"[1/4] distill: {len(examples)} examples from {cfg.data.source} (task {cfg.data.task})", flush=True)
     distilled = distilled_path(out)
     with stage("distill"):
@@ -131,7 +133,7 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
                 run_suites(cfg.model, str(train_dir(out, method, seed) / "adapter"), cfg.eval,
                            eval_dir(out, method, seed), train_data=str(distilled), seed_dir=seed_dir, force=force)
 
-    if cfg.eval.curve_limit > 0 and cfg.data.task in CURVE_TASKS:
+    if measures_curve(cfg):
         print(f"      learning against forgetting: {cfg.eval.curve_limit} prompts per metric at each kept step",
               flush=True)
         with stage("curve"):

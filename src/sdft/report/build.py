@@ -52,6 +52,7 @@ from sdft.core.config import METHODS, RunConfig
 from sdft.core.errors import InputError
 from sdft.core.io import atomic_write, write_json
 from sdft.core.layout import SEED_ROW, distilled_path, eval_dir, seed_dirs, seed_of, summary_path, train_dir
+from sdft.evaluate.stats import bootstrap_mean_interval
 from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.suites import SUITES, metric_spec
 from sdft.report.curve import MatchedComparison, RunCurves, compare_matched, load_run_curves, mean_curve, metric_unit
@@ -514,10 +515,14 @@ def verdict_section(matched: list[MatchedComparison], compared: list[tuple[str, 
 # ---------------------------------------------------------------------------------------------------
 # Learning against forgetting.
 
-def read_curves(run: Path, problems: list[str]) -> tuple[RunCurves | None, str | None]:
-    """The run's curve files, or None with why they could not be used (None, None: the run has none)."""
+def read_curves(run: Path, problems: list[str], cfg: dict | None = None) -> tuple[RunCurves | None, str | None]:
+    """The run's curve files (of the config's methods and seeds), or None with why they could not be used
+    (None, None: the run has none)."""
+    cfg = cfg or {}
+    methods = [m for m in cfg.get("methods") or METHODS if m in METHODS]
+    seeds = cfg.get("seeds") if isinstance(cfg.get("seeds"), list) else None
     try:
-        return load_run_curves(run, tuple(METHODS)), None
+        return load_run_curves(run, tuple(methods), seeds), None
     except InputError as e:
         why = str(e).replace(f"{run}/", "")  # name files relative to the run folder, as every note does
         problems.append(f"curves: {why}")
@@ -534,6 +539,18 @@ def matched_comparisons(curves: RunCurves | None) -> list[MatchedComparison]:
 def _task_scale(curves: RunCurves) -> tuple[float, str]:
     """The figure's x in the task metric's units: a proportion in %."""
     return (100.0, " (%)") if metric_unit(curves.task_metric) == "%" else (1.0, "")
+
+
+def last_point_interval(curves: RunCurves, method: str, field: str) -> tuple[float, float]:
+    """95% bootstrap interval over prompts of a method's value at its last checkpoint (per prompt, the mean
+    over the training seeds that reached that step)."""
+    import numpy as np
+
+    last = mean_curve(curves, method).steps[-1]  # the step the table's value is at: the last all seeds share
+    values = [getattr(r, field) for rows in curves.methods[method].values() for r in rows if r.step == last]
+    if not values:  # no checkpoint of its own yet: only the seed's point
+        return math.nan, math.nan
+    return bootstrap_mean_interval(np.mean(np.asarray(values, dtype=float), axis=0))
 
 
 def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir: Path, problems: list[str],
@@ -560,9 +577,18 @@ def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir
                               "training seeds; the mean curve leaves them out"))
         if mean.steps:
             best = max(mean.task, key=lambda t: curves.task_direction * t)
+            digits = 1 if unit else 3
+            task_low, task_high = last_point_interval(curves, m, "task_values")
+            low, high = last_point_interval(curves, m, "forgetting_values")
             table.rows.append([label(m), str(len(curves.methods[m])), str(sum(k > 0 for k in mean.steps)),
-                               f"{scale * mean.task[-1]:.{1 if unit else 3}f} (step {mean.steps[-1]})",
-                               f"{mean.forgetting[-1]:.4g}", f"{scale * best:.{1 if unit else 3}f}"])
+                               f"{scale * mean.task[-1]:.{digits}f} [{scale * task_low:.{digits}f}, "
+                               f"{scale * task_high:.{digits}f}] (step {mean.steps[-1]})",
+                               f"{mean.forgetting[-1]:.4g} [{low:.4g}, {high:.4g}]", f"{scale * best:.{digits}f}"])
+    if curves.seed_point is not None and table.rows:
+        digits = 1 if unit else 3
+        low, high = bootstrap_mean_interval(curves.seed_point.task_values)
+        table.rows.insert(0, [label(SEED_ROW), "", "", f"{scale * curves.seed_point.task:.{digits}f} "
+                              f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}] (step 0)", "0", ""])
     if curves.seed_point is None:
         notes.append(Note("no eval/seed/curve.jsonl: the curves start at their first checkpoint instead of the "
                           "seed model's point, and the matched-learning comparison cannot be made"))
@@ -894,7 +920,7 @@ def build_report(run_dir: str | Path) -> list[Path]:
     seeds = run_seeds(run, cfg, env)
     multi_seed = len(seeds) > 1 or any(len(eval_folders(run, m)) > 1 for m in METHODS)
 
-    curves, curves_unreadable = read_curves(run, problems)
+    curves, curves_unreadable = read_curves(run, problems, cfg if isinstance(cfg, dict) else None)
     matched = matched_comparisons(curves)
     compared = prompt_comparisons(run, problems)
     rows = shown_rows(cfg, results)

@@ -61,6 +61,7 @@ class CurveFile:
     task_direction: int  # +1: a higher task value is more learning; -1: lower (e.g. an answer NLL)
     forgetting_metric: str
     rows: tuple[CurveRow, ...]
+    reference: str | None = None  # which sample of the seed the KL was measured along (sdft.evaluate.curve)
 
 
 def _bad(path: Path, line: int, what: str) -> InputError:
@@ -133,13 +134,17 @@ def read_curve(path: str | Path) -> CurveFile:
                            "than earlier rows")
             if step <= rows[-1].step:
                 raise _bad(path, number, f"field `step` must increase: {step} after {rows[-1].step}")
+            if raw.get("reference") != first.get("reference"):
+                raise _bad(path, number, "field `reference` differs from earlier rows: they were measured "
+                           "against another sample of the seed")
         metrics = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {}
         metrics = {str(k): float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         rows.append(CurveRow(step, task, forgetting, task_values, forgetting_values, metrics))
     if first is None:
         raise InputError(f"{path}: no rows")
-    return CurveFile(path, first["task_metric"], first["task_direction"], first["forgetting_metric"], tuple(rows))
+    return CurveFile(path, first["task_metric"], first["task_direction"], first["forgetting_metric"], tuple(rows),
+                     first.get("reference"))
 
 
 @dataclass(frozen=True)
@@ -164,9 +169,11 @@ class RunCurves:
         return (self.seed_point, *(r for r in own if r.step > 0))
 
 
-def load_run_curves(run: str | Path, methods: list[str] | tuple[str, ...]) -> RunCurves | None:
-    """The run's curve files; None when it has none (older run folders). Raises InputError when a file
-    is malformed or the files disagree on metrics, direction or number of prompts."""
+def load_run_curves(run: str | Path, methods: list[str] | tuple[str, ...],
+                    seeds: list[int] | None = None) -> RunCurves | None:
+    """The run's curve files (of `seeds` only, when given: files of seeds a run no longer has are left
+    alone); None when it has none (older run folders). Raises InputError when a file is malformed or the
+    files disagree on metrics, direction, number of prompts or the seed sample they were measured along."""
     run = Path(run)
     files: list[tuple[str, int | None, CurveFile]] = []
     seed_file = curve_path(eval_dir(run, SEED_ROW))
@@ -174,13 +181,13 @@ def load_run_curves(run: str | Path, methods: list[str] | tuple[str, ...]) -> Ru
         files.append((SEED_ROW, None, read_curve(seed_file)))
     for m in methods:
         for folder in seed_dirs(eval_dir(run, m)):
-            if curve_path(folder).is_file():
+            if curve_path(folder).is_file() and (seeds is None or seed_of(folder) in seeds):
                 files.append((m, seed_of(folder), read_curve(curve_path(folder))))
     if not files:
         return None
     ref = files[0][2]
     for _, _, f in files[1:]:
-        for name in ("task_metric", "task_direction", "forgetting_metric"):
+        for name in ("task_metric", "task_direction", "forgetting_metric", "reference"):
             if getattr(f, name) != getattr(ref, name):
                 raise InputError(f"{f.path}, line 1: field `{name}` is {getattr(f, name)!r} but {ref.path} has "
                                  f"{getattr(ref, name)!r}; a run's curves must measure the same thing")
