@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from sdft.data.example import Example
 from sdft.core.errors import InputError
-from sdft.core.models import cpu_has_native_bf16, pick_dtype
+from sdft.core.models import cpu_dtype_report, pick_dtype
 from sdft.train.trainer import train
 from sdft.core.config import TrainConfig
 
@@ -79,10 +79,11 @@ def test_bf16_training_keeps_base_bf16_lora_fp32_and_uses_less_memory(weighty_mo
     assert sum("loss" in r for r in log) == 4
 
 
-def test_pick_dtype():
+def test_pick_dtype(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDFT_CACHE", str(tmp_path))
     assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(InputError, match="unknown dtype 'bf8'"):
         pick_dtype("bf8", torch.device("cpu"))
     assert pick_dtype("float32", torch.device("cpu")) == torch.float32
     auto = pick_dtype("auto", torch.device("cpu"))
-    assert auto == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert auto == getattr(torch, cpu_dtype_report()["choice"])  # measured, not read off the CPU's flags

@@ -104,3 +104,13 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1 and "pip install 'sdft[vllm]'" in err and "Traceback" not in err  # a missing extra, not bad input
     assert not out.exists()
+
+
+def test_a_curve_without_its_task_data_stops_before_any_model_loads(tmp_path, capsys, no_model):
+    """The curve runs after training and evaluation; its inputs are checked before the first stage."""
+    out = tmp_path / "run"
+    code = main(["run", "--preset", "openfunctions", "--out", str(out),
+                 "--set", "data.source=builtin:arithmetic?n=4", "--set", "eval.function_data=null"])
+    err = capsys.readouterr().err
+    assert code == 2 and "eval.function_data" in err
+    assert not (out / "distilled.jsonl").exists() and not (out / "train").exists()

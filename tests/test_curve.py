@@ -140,3 +140,26 @@ def test_a_task_without_a_checkable_answer_has_no_curve():
 
     with pytest.raises(InputError, match="checkable answer"):
         curve_prompts(_eval_cfg(), "general")
+
+
+def test_merging_in_place_equals_loading_a_merged_copy_and_restores_the_seed(trained, tiny_model):
+    from sdft.core.models import load_model
+    from sdft.evaluate.curve import merge_adapter, restore_weights
+
+    root, _ = trained
+    spec = ModelSpec(tiny_model, device="cpu", dtype="float32")
+    model, _ = load_model(spec)
+    seed = {k: v.clone() for k, v in model.state_dict().items()}
+    kept: dict = {}
+    # (step 2's snapshot may have been set back to the seed by the test above)
+    for adapter in (snapshot_dir(root / "train", 1), root / "train" / "adapter"):
+        merged = merge_adapter(model, adapter, kept)
+        reference, _ = load_model(spec, str(adapter))
+        want = reference.state_dict()
+        assert merged.state_dict().keys() == want.keys()
+        assert all(torch.equal(merged.state_dict()[k], want[k]) for k in want)
+        assert any(not torch.equal(merged.state_dict()[k], seed[k]) for k in seed)
+        restore_weights(merged, kept)
+        model = merged
+        assert all(torch.equal(model.state_dict()[k], seed[k]) for k in seed)
+    assert kept and all(name.endswith(("q_proj", "v_proj")) for name in kept)

@@ -216,6 +216,23 @@ def test_bad_curve_files_name_file_line_and_field(tmp_path):
         load_run_curves(run, ["sft", "sdft"])
 
 
+def test_curves_measured_along_another_sample_of_the_seed_are_refused(tmp_path):
+    write_curve(tmp_path / "a", [row(4, right(20), around(0.2)) | {"reference": "x"},
+                                 row(8, right(20), around(0.3)) | {"reference": "y"}])
+    with pytest.raises(InputError, match=r"line 2: field `reference` differs"):
+        read_curve(curve_path(tmp_path / "a"))
+    run = write_run(tmp_path / "run", {"sft": {1: [row(4, right(20), around(0.2)) | {"reference": "x"}]},
+                                       "sdft": {1: [row(4, right(20), around(0.2)) | {"reference": "y"}]}},
+                    [r | {"reference": "x"} for r in SEED_ROWS])
+    with pytest.raises(InputError, match=r"field `reference` is 'y' but .* has 'x'"):
+        load_run_curves(run, ["sft", "sdft"])
+    # a seed the run no longer trains is left out, not mixed in
+    write_curve(eval_dir(run, "sdft", 1), [row(4, right(20), around(0.2)) | {"reference": "x"}])
+    write_curve(eval_dir(run, "sdft", 7), [row(4, right(20), around(0.9)) | {"reference": "old"}])
+    curves = load_run_curves(run, ["sft", "sdft"], seeds=[1])
+    assert set(curves.methods["sdft"]) == {1}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The report.
 

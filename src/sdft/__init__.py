@@ -35,7 +35,8 @@ def api_package(name: str) -> types.ModuleType:
     return module
 
 
-list(map(api_package, API_PACKAGES))
+for _name in API_PACKAGES:
+    api_package(_name)
 
 
 def __getattr__(name: str):

@@ -200,7 +200,7 @@ def _train_dry_run(cfg: RunConfig, examples=None) -> int:
     if examples is not None:
         rows, _ = build_dataset(load_tokenizer(m.name, m.trust_remote_code, m.revision), examples, cfg.train)
     device = pick_device(None)
-    preflight(m.name, cfg.train, pick_dtype(cfg.train.dtype, device), device, m.trust_remote_code, m.revision,
+    preflight(m.name, cfg.train, pick_dtype(cfg.train.dtype, device, m.name), device, m.trust_remote_code, m.revision,
               rows=rows)
     print("fits: the same command without --dry-run trains")
     return 0

@@ -49,7 +49,8 @@ def setting(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, help: s
 @dataclass
 class ModelSpec:
     name: str = setting(DEFAULT_MODEL, help="hub id, local folder, or 'default' (the embedded SmolLM2-135M-Instruct)")
-    dtype: str = setting("auto", help="auto (bf16 on capable GPUs and on CPUs with native bf16, else float32), "
+    dtype: str = setting("auto", help="auto (bf16 on capable GPUs; on a CPU bf16 only where it timed clearly "
+                         "faster than float32 at the model's shapes, measured once per machine and cached), "
                          "float32, bfloat16, float16")
     device: str | None = setting(None, help="cpu, cuda, cuda:1 ... (default: this process's GPU under accelerate "
                                  "launch, else cuda if available)")
@@ -149,8 +150,9 @@ class TrainConfig:
                                             "against-forgetting curve (default: powers of two up to the last "
                                             "step); the final adapter is its last point")
     logging_steps: int = setting(1, help="log the loss every N steps")
-    dtype: str = setting("auto", help="base weights and compute: auto (bf16 on capable GPUs and on CPUs "
-                         "with native bf16, else float32), float32, bfloat16, float16; LoRA stays float32")
+    dtype: str = setting("auto", help="base weights and compute: auto (bf16 on capable GPUs; on a CPU bf16 "
+                         "only where it timed clearly faster than float32, measured once per machine), "
+                         "float32, bfloat16, float16; LoRA stays float32")
     # Keep only each layer's input and recompute the rest in backward: activations shrink ~10x for a
     # 7B model. Results are the same, so a run may resume with it switched on.
     gradient_checkpointing: bool = setting(False, help="keep only each layer's input for backward "

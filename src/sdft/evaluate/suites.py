@@ -147,7 +147,7 @@ def suite_settings(name: str, spec: ModelSpec, adapter: str | None, cfg: EvalCon
 
     suite = SUITES[name]
     model = {"name": spec.name, "revision": spec.revision,
-             "dtype": str(pick_dtype(spec.dtype, pick_device(spec.device))).removeprefix("torch.")}
+             "dtype": str(pick_dtype(spec.dtype, pick_device(spec.device), spec.name)).removeprefix("torch.")}
     if os.path.isdir(spec.name):
         model["files"] = folder_digest(spec.name, contents=False)
     settings = {field: getattr(cfg, field, None) for field in suite.settings}

@@ -37,7 +37,7 @@ from sdft.train.trainer import train
 
 
 
-def environment() -> dict:
+def environment(model: str | None = None) -> dict:
     import importlib.metadata as md
 
     versions = {}
@@ -48,8 +48,13 @@ def environment() -> dict:
             versions[pkg] = None
     import torch
 
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
-            "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    env = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+           "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    if not env["cuda"]:  # what dtype "auto" chose on this CPU, and the matmul figures it chose by
+        from sdft.core.models import cpu_dtype_report
+
+        env["cpu_dtype"] = cpu_dtype_report(model)
+    return env
 
 
 class StageLog:
@@ -85,7 +90,7 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    write_json(out / "environment.json", environment() | {"seeds": cfg.seeds})
+    write_json(out / "environment.json", environment(cfg.model.name) | {"seeds": cfg.seeds})
     stage = StageLog(out / "stages.json")
 
     # Validate every row and setting before any model is loaded.

@@ -52,7 +52,7 @@ from sdft.core.config import METHODS, RunConfig
 from sdft.core.errors import InputError
 from sdft.core.io import atomic_write, write_json
 from sdft.core.layout import SEED_ROW, distilled_path, eval_dir, seed_dirs, seed_of, summary_path, train_dir
-from sdft.evaluate.stats import bootstrap_mean_interval
+from sdft.evaluate.stats import bootstrap_mean_interval, wilson_interval
 from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.suites import SUITES, metric_spec
 from sdft.report.curve import MatchedComparison, RunCurves, compare_matched, load_run_curves, mean_curve, metric_unit
@@ -550,7 +550,15 @@ def last_point_interval(curves: RunCurves, method: str, field: str) -> tuple[flo
     values = [getattr(r, field) for rows in curves.methods[method].values() for r in rows if r.step == last]
     if not values:  # no checkpoint of its own yet: only the seed's point
         return math.nan, math.nan
-    return bootstrap_mean_interval(np.mean(np.asarray(values, dtype=float), axis=0))
+    return mean_interval(np.mean(np.asarray(values, dtype=float), axis=0))
+
+
+def mean_interval(values) -> tuple[float, float]:
+    """Wilson for 0/1 values (a bootstrap of all-0 prompts would claim [0, 0]), else a bootstrap of the mean."""
+    values = [float(v) for v in values]
+    if values and set(values) <= {0.0, 1.0}:
+        return wilson_interval(int(sum(values)), len(values))
+    return bootstrap_mean_interval(values)
 
 
 def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir: Path, problems: list[str],
@@ -586,7 +594,7 @@ def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir
                                f"{mean.forgetting[-1]:.4g} [{low:.4g}, {high:.4g}]", f"{scale * best:.{digits}f}"])
     if curves.seed_point is not None and table.rows:
         digits = 1 if unit else 3
-        low, high = bootstrap_mean_interval(curves.seed_point.task_values)
+        low, high = mean_interval(curves.seed_point.task_values)
         table.rows.insert(0, [label(SEED_ROW), "", "", f"{scale * curves.seed_point.task:.{digits}f} "
                               f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}] (step 0)", "0", ""])
     if curves.seed_point is None:

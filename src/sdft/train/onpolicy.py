@@ -124,7 +124,7 @@ def train_onpolicy(model_name: str, examples: list[Example], out_dir: str | Path
     tokenizer = load_tokenizer(model_name, trust_remote_code, revision)
     dataset, skipped = build_rows(tokenizer, examples, tmpl, cfg.max_length - ocfg.max_completion_length)
     cuda = torch.cuda.is_available()
-    dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"))
+    dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"), model_name)
     # Loaded as sdft train loads it (base weights in the training dtype, QLoRA if asked), but with plain
     # SDPA: TRL pads its batches, so the packed per-sequence attention of sdft train does not apply.
     model = AutoModelForCausalLM.from_pretrained(

@@ -101,7 +101,7 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
     if force or not summary_path.is_file():
         # Checked before --force deletes anything: a run that cannot fit leaves the old one as it was.
         device = pick_device(None)
-        preflight(model_name, cfg, pick_dtype(cfg.dtype, device), device, trust_remote_code, revision,
+        preflight(model_name, cfg, pick_dtype(cfg.dtype, device, model_name), device, trust_remote_code, revision,
                   show=process_state().is_main_process, rows=dataset)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
@@ -111,7 +111,7 @@ def train(model_name: str, examples: list[Example], out_dir: str | Path, cfg: Tr
 
     set_seed(cfg.seed)
     cuda = torch.cuda.is_available()
-    dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"))
+    dtype = pick_dtype(cfg.dtype, torch.device("cuda" if cuda else "cpu"), model_name)
     # The frozen base weights are stored in the training dtype (half the memory in bf16, and bf16 matmuls
     # on GPUs and on CPUs with native bf16); the LoRA weights stay float32 (get_peft_model below), and the
     # Trainer's bf16/fp16 autocast runs their matmuls in the training dtype.
