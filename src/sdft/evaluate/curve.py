@@ -221,8 +221,8 @@ def merge_adapter(model, adapter: Path, base_weights: dict):
     """`model` with the LoRA adapter merged into its weights, in place, as sdft.core.models.load_model merges
     one; the weights it changes are first kept in `base_weights` (once) so restore_weights can undo it.
 
-    One copy of the model serves every point: loading a merged copy per point measured the same but left
-    the process a few hundred MB larger after each (the demo's curve stage peaked at 4.3 GB against 2.1)."""
+    One copy of the model serves every point: loading a merged copy per point measured the same numbers
+    and left the process a few hundred MB larger after each."""
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
