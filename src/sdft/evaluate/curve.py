@@ -55,7 +55,7 @@ class Prompts:
 
 def task_prompts(cfg: EvalConfig, task: str) -> tuple[list[list[dict]], list[str], str]:
     """The task suite's held-out prompts (its own chat form and system prompt) and references."""
-    from sdft.evaluate import suite_function, suite_math
+    from sdft.evaluate import suite_math
 
     if task == "math":
         source = suite_math.math_source(cfg)
@@ -99,11 +99,13 @@ def task_scores(task: str, replies: list[str], references: list[str]) -> tuple[s
 
 def _decode(model, tokenizer, chats: list[list[dict]], max_new_tokens: int, batch_size: int, sample: bool,
             desc: str) -> list[str]:
-    from sdft.engine.decode import DecodeConfig, generate
+    from dataclasses import replace
+
+    from sdft.engine.decode import generate
+    from sdft.evaluate.replies import eval_generation
 
     prompts = [render_chat(tokenizer, c) for c in chats]
-    gen = DecodeConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_rows=batch_size, workers=1,
-                       temperature=1.0 if sample else 0.0, seed=SAMPLE_SEED)
+    gen = replace(eval_generation(max_new_tokens, batch_size), temperature=1.0 if sample else 0.0, seed=SAMPLE_SEED)
     return generate(model, tokenizer, prompts, gen, desc=desc)
 
 

@@ -23,7 +23,7 @@ import yaml
 from sdft.core.config import DEFAULT_MODEL, METHODS
 from sdft.core.errors import InputError, SetupError
 from sdft.core.layout import SEED_ROW, eval_dir, seed_dirs, seed_of, train_dir
-from sdft.recipes.tracking import read_metrics, verdict_lines
+from sdft.recipes.tracking import verdict_lines
 
 # The embedded default model is a quantised copy of this hub model (sdft.core.models)
 DEFAULT_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
