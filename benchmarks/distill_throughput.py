@@ -14,6 +14,10 @@ max new tokens and stops at the same end-of-reply ids.
      bfloat16 (fast where the CPU has native bf16: AVX-512 BF16 or AMX).
 
 Rounds alternate the sides so they see the same background load; medians over rounds are reported.
+Beside the ratios (which move with the machine: A's speed differs twice over between CPUs we measured),
+each side's model FLOPs utilisation against this machine's matmul rate at the model's shapes
+(benchmarks/efficiency.py), the machine, and the dtype `dtype: auto` picks here; the targets are about
+B in that dtype.
 Also printed: the share of prompts whose replies B reproduces token for token (float32 B against A;
 bf16 B against float32 B, and against bf16 batch-1 `generate`, which hands bf16 ties to the lowest token
 id where the engine decides them in float32), and the distillation acceptance rate
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -45,13 +48,15 @@ from sdft.data.load import load_examples  # noqa: E402
 from sdft.distill.templates import get_template, render_distill_prompt  # noqa: E402
 from sdft.grading.verify import check  # noqa: E402
 from sdft.engine.decode import DecodeConfig, decode_token_ids, plan_generation, stop_token_ids, tokenize_prompts  # noqa: E402
-from sdft.core.models import cpu_has_native_bf16, load_model  # noqa: E402
-from sdft.core.config import ModelSpec
+from sdft.core.models import load_model  # noqa: E402
+from sdft.core.config import ModelSpec  # noqa: E402
+from efficiency import Dims, auto_dtype, machine_line, matmul_rate, mfu_line  # noqa: E402
+from sdft.core.dtype_probe import DECODE_ROWS  # noqa: E402
 from sdft.core.allocator import keep_freed_memory  # noqa: E402
 from sdft.engine.workers import decode_workers  # noqa: E402
 
-TARGET_VS_A = 15.0  # bf16 B against A
-TARGET_VS_C = 2.0  # bf16 B against C
+TARGET_VS_C = 2.0  # B in the dtype `auto` picks against C
+TARGET_AUTO_LOSS = 0.05  # B in auto's dtype at most this much slower than B in the faster dtype
 TARGET_MATCH = 0.95  # float32 B against A: same tokens
 TARGET_ACCEPT_POINTS = 3.0  # bf16 acceptance within this many percentage points of float32's
 
@@ -139,7 +144,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 16 prompts, 32 new tokens, 1 round")
     args = p.parse_args()
-    freed_kept = keep_freed_memory()  # as the sdft command does, for every side of the comparison
+    freed_kept = keep_freed_memory()  # as the distill stage does, for every side of the comparison
     if args.quick:
         args.prompts, args.reference_prompts, args.padded_prompts, args.padded_batch = 16, 2, 8, 8
         args.max_new_tokens, args.rounds = 32, 1
@@ -158,9 +163,11 @@ def main() -> int:
                            max_batch_tokens=args.max_batch_tokens, max_rows=args.max_rows, workers=args.workers)
     workers = decode_workers(m16, cfg.workers, min(len(prompt_ids), cfg.batch_size))
 
+    auto, decision = auto_dtype(args.model)
+    print(machine_line() + f", {os.cpu_count()} CPUs")
+    print(f"dtype auto picks {auto} here (bf16 matmuls {decision['bf16_speedup']:.2f}x float32's at the model's "
+          f"shapes; bf16 needs > {decision['margin']}x)")
     print(f"model {args.model} ({sum(p.numel() for p in m32.parameters()) / 1e6:.0f}M params), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, "
           f"freed memory kept (sdft.core.allocator): {'yes' if freed_kept else 'no'}")
     print(f"data {describe(source)}: {len(prompt_ids)} prompts, {sum(map(len, prompt_ids)) / len(prompt_ids):.0f} "
           f"tokens on average; A on {len(ref_idx)} of them, C on {len(pad_idx)} in batches of {args.padded_batch}; "
@@ -203,17 +210,36 @@ def main() -> int:
     kept32 = kept_rows(tok, examples, outs["B32"], args.max_new_tokens)
     kept16 = kept_rows(tok, examples, outs["B16"], args.max_new_tokens)
     acc32, acc16 = 100.0 * sum(kept32) / len(kept32), 100.0 * sum(kept16) / len(kept16)
+    # Model FLOPs per decoded token on each side's own prompts and replies (attention grows along a reply).
+    dims = Dims.of(m32.config)
+
+    def flops_per_token(idx: list[int], replies: list[list[int]]) -> float:
+        flops = sum(len(r) * dims.decode_flops(len(prompt_ids[i]) + len(r) / 2) for i, r in zip(idx, replies))
+        return flops / max(1, sum(map(len, replies)))
+
+    every = list(range(len(prompt_ids)))
+    per_token = {"A": flops_per_token(ref_idx, outs["A"]), "C": flops_per_token(pad_idx, outs["C"]),
+                 "B32": flops_per_token(every, outs["B32"]), "B16": flops_per_token(every, outs["B16"])}
+    ceiling = {"float32": matmul_rate(dims, DECODE_ROWS, torch.float32),
+               "bfloat16": matmul_rate(dims, DECODE_ROWS, torch.bfloat16)}
+    side_dtype = {"A": "float32", "C": "float32", "B32": "float32", "B16": "bfloat16"}
+    mfu = {side: med[side] * per_token[side] / ceiling[side_dtype[side]] for side in med}
     print()
-    print("| | tokens/s (median) | B/A | B/C | same tokens |")
-    print("|---|---|---|---|---|")
-    print(f"| A: transformers generate, batch 1, float32 | {med['A']:.1f} | | | |")
-    print(f"| C: transformers generate, sorted padded batches of {args.padded_batch}, float32 | {med['C']:.1f} | | | |")
-    print(f"| B: sdft.engine.decode, float32 | {med['B32']:.1f} | {med['B32'] / med['A']:.1f} | "
-          f"{med['B32'] / med['C']:.2f} | {same32:.0%} of {k} vs A |")
-    print(f"| B: sdft.engine.decode, bfloat16 | {med['B16']:.1f} | **{med['B16'] / med['A']:.1f}** | "
-          f"**{med['B16'] / med['C']:.2f}** | {same16:.0%} of {k} vs bf16 batch 1 |")
-    print(f"| (bf16 batch-1 generate) | {a16:.1f} | | | |")
+    print("| | tokens/s (median) | B/A | B/C | MFU | same tokens |")
+    print("|---|---|---|---|---|---|")
+    print(f"| A: transformers generate, batch 1, float32 | {med['A']:.1f} | | | {mfu['A']:.1%} | |")
+    print(f"| C: transformers generate, sorted padded batches of {args.padded_batch}, float32 | {med['C']:.1f} | | "
+          f"| {mfu['C']:.1%} | |")
+    for side, dt, same in (("B32", "float32", f"{same32:.0%} of {k} vs A"),
+                           ("B16", "bfloat16", f"{same16:.0%} of {k} vs bf16 batch 1")):
+        mark = "**" if dt == auto else ""
+        print(f"| B: sdft.engine.decode, {dt}{' (auto)' if dt == auto else ''} | {mark}{med[side]:.1f}{mark} | "
+              f"{med[side] / med['A']:.1f} | {mark}{med[side] / med['C']:.2f}{mark} | {mfu[side]:.1%} | {same} |")
+    print(f"| (bf16 batch-1 generate) | {a16:.1f} | | | | |")
     print()
+    for side, name in (("B32", "decoding, B float32"), ("B16", "decoding, B bfloat16")):
+        print(mfu_line(name, med[side] * per_token[side], ceiling[side_dtype[side]], DECODE_ROWS))
+    print(f"model FLOPs per decoded token: {per_token['B32'] / 1e9:.3f} GFLOP (B's prompts and replies)")
     print(f"bf16 B gives the float32 replies token for token on {same_dtypes:.0%} of {len(prompt_ids)} prompts")
     print(f"acceptance (math check against the reference): float32 {acc32:.1f}%, bfloat16 {acc16:.1f}% "
           f"on the same {len(prompt_ids)} rows; rows kept in bf16 only: {sum(b and not a for a, b in zip(kept32, kept16))}, "
@@ -225,9 +251,12 @@ def main() -> int:
     def verdict(ok: bool) -> str:
         return "met" if ok else "not met"
 
-    vs_a, vs_c, gap = med["B16"] / med["A"], med["B16"] / med["C"], abs(acc16 - acc32)
-    print(f"target bf16 B/A >= {TARGET_VS_A:.0f}: {verdict(vs_a >= TARGET_VS_A)} ({vs_a:.1f})")
-    print(f"target bf16 B/C >= {TARGET_VS_C:.0f}: {verdict(vs_c >= TARGET_VS_C)} ({vs_c:.2f})")
+    b_auto = med["B16" if auto == "bfloat16" else "B32"]
+    best = max(med["B16"], med["B32"])
+    vs_c, gap = b_auto / med["C"], abs(acc16 - acc32)
+    print(f"target dtype auto ({auto}) within {TARGET_AUTO_LOSS:.0%} of the faster dtype's B: "
+          f"{verdict(b_auto >= (1 - TARGET_AUTO_LOSS) * best)} ({b_auto:.1f} against {best:.1f} tok/s)")
+    print(f"target auto-B/C >= {TARGET_VS_C:.0f}: {verdict(vs_c >= TARGET_VS_C)} ({vs_c:.2f})")
     print(f"target bf16 acceptance within {TARGET_ACCEPT_POINTS:.0f} points of float32: "
           f"{verdict(gap <= TARGET_ACCEPT_POINTS)} ({gap:.1f} points)")
     print(f"target float32 B same tokens as A on >= {TARGET_MATCH:.0%} of prompts: "

@@ -9,6 +9,12 @@ Same rows, same LoRA settings, same optimizer settings (AdamW, cosine schedule, 
      response positions, in float32 and in bfloat16 (base weights in bf16, LoRA weights in float32;
      fast where the CPU has native bf16: AVX-512 BF16 or AMX).
 
+Beside the ratios: the machine, the dtype `dtype: auto` picks here, and each side's model FLOPs
+utilisation for a training step (forward + backward through the frozen base to the LoRA weights,
+against this machine's matmul rate at the model's shapes and the step's token count;
+benchmarks/efficiency.py). Every side does the same model FLOPs; padding and full-vocabulary logits are
+A's extra work, not counted.
+
 Each run is a fresh subprocess, so its peak resident memory is its own; rounds alternate A and B and
 medians are reported. "Final loss" is measured the same way for both: the mean response-token loss of
 the trained adapter over all rows (dropout off, on the float32 base model), next to the loss before training.
@@ -156,7 +162,10 @@ def child(args) -> None:
     examples, rows, tok, _ = load_rows(args)
     out = Path(args.json).parent
     if args.child == "A":
-        result = run_plain(args, rows, tok)
+        from sdft.core.allocator import freed_memory_kept
+
+        with freed_memory_kept():  # as sdft's training does (sdft.train.session)
+            result = run_plain(args, rows, tok)
     else:
         result = run_sdft(args, examples, rows, out, "bfloat16" if args.child == "B16" else "float32")
     Path(args.json).write_text(json.dumps(result))
@@ -181,9 +190,6 @@ def main() -> int:
     if args.quick:
         args.rows, args.steps, args.batch_size, args.rounds = 8, 2, 4, 1
     if args.child:
-        from sdft.core.allocator import keep_freed_memory
-
-        keep_freed_memory()  # as the sdft command does
         child(args)
         return 0
 
@@ -202,7 +208,19 @@ def main() -> int:
     initial = response_loss(AutoModelForCausalLM.from_pretrained(resolve_model(args.model)), rows)
     label = describe(source)
     lengths = [len(r.input_ids) for r in rows]
-    print(f"model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    from efficiency import Dims, auto_dtype, machine_line, matmul_rate, mfu_line
+    from transformers import AutoConfig
+
+    auto, decision = auto_dtype(args.model)
+    print(machine_line() + f", {os.cpu_count()} CPUs")
+    print(f"dtype auto picks {auto} here (bf16 matmuls {decision['bf16_speedup']:.2f}x float32's at the model's "
+          f"shapes; bf16 needs > {decision['margin']}x)")
+    # Model FLOPs of a run: every row as often as the steps take it; a token at position p attends to p + 1.
+    dims = Dims.of(AutoConfig.from_pretrained(resolve_model(args.model)))
+    scored = [sum(t != -100 for t in r.labels) for r in rows]
+    run_flops = sum(dims.train_flops(n, s, (n + 1) / 2) for n, s in zip(lengths, scored)) * seqs / len(rows)
+    step_rows = round(sum(lengths) / len(rows) * args.batch_size)  # tokens per step: the matmuls' rows
+    ceiling = {dt: matmul_rate(dims, step_rows, getattr(torch, dt)) for dt in ("float32", "bfloat16")}
     print(f"data {label}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(rows):.0f}), "
           f"{args.steps} steps x {args.batch_size} sequences ({args.steps / per_epoch:.1f} epochs), "
           f"{response_tokens:.0f} response tokens per run; loss before training {initial:.4f}")
@@ -235,15 +253,22 @@ def main() -> int:
     ratio16 = b16 / b
     l16 = med("B16", "final_loss")
     gap16 = abs(l16 - lb) / lb
-    print("| | response tok/s (median) | peak RSS | final loss | last step loss |")
-    print("|---|---|---|---|---|")
+    side_dtype = {"A": "float32", "B": "float32", "B16": "bfloat16"}
+    mfu = {side: run_flops / med(side, "seconds") / ceiling[dt] for side, dt in side_dtype.items()}
+    print("| | response tok/s (median) | MFU | peak RSS | final loss | last step loss |")
+    print("|---|---|---|---|---|---|")
     for side, name in (("A", "A: padded transformers + peft loop, float32"), ("B", "B: sdft.train (packed), float32"),
                        ("B16", "B: sdft.train (packed), bfloat16")):
-        print(f"| {name} | {med(side, 'tok_s'):.1f} | {med(side, 'peak_rss_mb'):.0f} MB | "
+        name += " (auto)" if side != "A" and side_dtype[side] == auto else ""
+        print(f"| {name} | {med(side, 'tok_s'):.1f} | {mfu[side]:.1%} | {med(side, 'peak_rss_mb'):.0f} MB | "
               f"{med(side, 'final_loss'):.4f} | {med(side, 'last_step_loss'):.4f} |")
     print(f"| B/A (float32) | {ratio:.2f} | | gap {gap:.2%} | |")
     print(f"| bf16 B / float32 B | {ratio16:.2f} | | gap {gap16:.2%} | |")
     print()
+    for side in ("B", "B16"):
+        print(mfu_line(f"training step, B {side_dtype[side]}", run_flops / med(side, "seconds"),
+                       ceiling[side_dtype[side]], step_rows))
+    print(f"model FLOPs of a run: {run_flops / 1e12:.2f} TFLOP ({seqs} sequences)")
     print(f"target B/A >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'not met'} ({ratio:.2f})")
     print(f"target final losses within {TARGET_LOSS_GAP:.0%}: {'met' if gap <= TARGET_LOSS_GAP else 'not met'} "
           f"({gap:.2%}; loss before training {initial:.4f})")

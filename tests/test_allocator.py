@@ -12,6 +12,12 @@ import resource, sys, torch
 from sdft.core.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
+elif sys.argv[1] == "after":  # kept only inside the block: outside, glibc's fresh mappings again
+    from sdft.core.allocator import freed_memory_kept
+    with freed_memory_kept() as kept:
+        assert kept
+        blocks = [torch.ones(4 << 20) for _ in range(8)]
+        del blocks
 else:  # the control: every large block a fresh mapping (glibc's default until its threshold adapts)
     from sdft.core.allocator import _M_MMAP_THRESHOLD, _glibc
     assert _glibc().mallopt(_M_MMAP_THRESHOLD, 128 << 10)
@@ -38,3 +44,11 @@ def test_kept_memory_is_reused_without_page_faults():
     # Now and then glibc hands back one or two of the eight blocks (4096-8193 faults seen in about one
     # run in five); the control re-faults all of them every round
     assert first > pages // 2 and last < pages // 3
+
+
+@pytest.mark.skipif(_glibc() is None, reason="glibc's mallopt only")
+def test_memory_is_kept_only_inside_the_block():
+    out = subprocess.run([sys.executable, "-c", ROUNDS, "after"], capture_output=True, text=True, check=True)
+    first, last = (int(x) for x in out.stdout.split())
+    pages = (8 * 16 << 20) // 4096
+    assert first > pages // 2 and last > pages // 2  # handed back on the way out, and not kept after

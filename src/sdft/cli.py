@@ -19,7 +19,7 @@ import traceback
 import typing
 from pathlib import Path
 
-from sdft.core.allocator import expandable_cuda_segments, keep_freed_memory
+from sdft.core.allocator import expandable_cuda_segments
 from sdft.core.config import (
     METHODS,
     SAMPLING,
@@ -340,7 +340,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "sdft")
-    keep_freed_memory()  # fewer page faults in generation (sdft.core.allocator)
     expandable_cuda_segments()  # less of the GPU held back by fragmentation (sdft.core.allocator)
     try:
         args = parse(argv)

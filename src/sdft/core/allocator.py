@@ -15,12 +15,17 @@ faults per run by default and ~230 thousand with the settings below, and ran ~5%
 alternated pairs of processes, 64 prompts x 96 tokens: medians 28.3 against 29.8 s).
 
 `keep_freed_memory()` serves blocks up to 32 MiB (glibc's largest setting) from the heap and keeps up to
-2 GiB of freed heap for reuse: the process's resident memory stays near its peak instead of shrinking
-after a stage (the next stage reuses it). Other C libraries: no-op.
+2 GiB of freed heap for reuse: the process's resident memory stays near its peak instead of shrinking.
+That pays in a long decode of one shape and costs elsewhere: kept through a whole `sdft run`, the demo's
+curve stage (greedy decodes and teacher-forced passes taking turns) peaked at 3.07 GB and took 118 s,
+against 2.19 GB and 102 s with glibc's defaults (2-core AMD EPYC), while a training run needs it (the
+demo's 32 LoRA steps: 31 s kept, 58 s without). So it is held only where it was measured to pay: while
+the distill stage decodes and while a model trains (`freed_memory_kept`). Other C libraries: no-op.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -28,6 +33,7 @@ import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+DEFAULT_THRESHOLD = 128 << 10  # glibc's starting value of both
 MMAP_THRESHOLD = 32 << 20  # glibc refuses more on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int
 
@@ -50,6 +56,19 @@ def keep_freed_memory() -> bool:
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
+
+@contextlib.contextmanager
+def freed_memory_kept():
+    """keep_freed_memory() inside; outside, glibc's starting thresholds again and the kept memory handed back."""
+    kept = keep_freed_memory()
+    try:
+        yield kept
+    finally:
+        libc = _glibc()
+        if kept and libc is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
+        release_freed_memory()
 
 
 def expandable_cuda_segments() -> bool:

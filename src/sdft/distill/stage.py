@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from sdft.core.allocator import freed_memory_kept
 from sdft.core.config import DistillConfig
 from sdft.core.errors import InputError
 from sdft.core.io import atomic_write, write_json
@@ -137,9 +138,11 @@ def distill(model, tokenizer, model_name: str, examples: list[Example], task: st
         # The seed's answers to the plain instructions decode in the same call as the rewrites: one
         # batch of both is faster than two after another. Their own key: parts saved without them differ.
         own = self_answer_prompts(tokenizer, examples, live) if cfg.self_answer else []
-        texts = generate_resumable(model, tokenizer, [prompts[i] for i in live] + own, gen, parts_dir(out),
-                                   key + ("/with-self-answers" if own else ""), force=force,
-                                   desc="distill" + (" (rewrites, self-answers)" if own else ""), progress=progress)
+        with freed_memory_kept():  # fewer page faults in a long decode (sdft.core.allocator)
+            texts = generate_resumable(model, tokenizer, [prompts[i] for i in live] + own, gen, parts_dir(out),
+                                       key + ("/with-self-answers" if own else ""), force=force,
+                                       desc="distill" + (" (rewrites, self-answers)" if own else ""),
+                                       progress=progress)
         self_answers = spread(texts[len(live):], live, len(examples)) if own else None
         texts = texts[: len(live)]
     else:
