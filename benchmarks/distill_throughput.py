@@ -210,11 +210,11 @@ def main() -> int:
     kept32 = kept_rows(tok, examples, outs["B32"], args.max_new_tokens)
     kept16 = kept_rows(tok, examples, outs["B16"], args.max_new_tokens)
     acc32, acc16 = 100.0 * sum(kept32) / len(kept32), 100.0 * sum(kept16) / len(kept16)
-    # Model FLOPs per decoded token on each side's own prompts and replies (attention grows along a reply).
+    # Model FLOPs per new token on each side's own prompts and replies: prefill and decoding together.
     dims = Dims.of(m32.config)
 
     def flops_per_token(idx: list[int], replies: list[list[int]]) -> float:
-        flops = sum(len(r) * dims.decode_flops(len(prompt_ids[i]) + len(r) / 2) for i, r in zip(idx, replies))
+        flops = sum(dims.generation_flops(len(prompt_ids[i]), len(r)) for i, r in zip(idx, replies))
         return flops / max(1, sum(map(len, replies)))
 
     every = list(range(len(prompt_ids)))
@@ -239,7 +239,8 @@ def main() -> int:
     print()
     for side, name in (("B32", "decoding, B float32"), ("B16", "decoding, B bfloat16")):
         print(mfu_line(name, med[side] * per_token[side], ceiling[side_dtype[side]], DECODE_ROWS))
-    print(f"model FLOPs per decoded token: {per_token['B32'] / 1e9:.3f} GFLOP (B's prompts and replies)")
+    print(f"model FLOPs per new token, prefill included: {per_token['B32'] / 1e9:.3f} GFLOP (B's prompts and "
+          "replies)")
     print(f"bf16 B gives the float32 replies token for token on {same_dtypes:.0%} of {len(prompt_ids)} prompts")
     print(f"acceptance (math check against the reference): float32 {acc32:.1f}%, bfloat16 {acc16:.1f}% "
           f"on the same {len(prompt_ids)} rows; rows kept in bf16 only: {sum(b and not a for a, b in zip(kept32, kept16))}, "

@@ -8,6 +8,8 @@ same threads). Only the work the model needs counts (no padding, no recomputatio
 
   forward, per token   2 x (every linear layer's weights, the output layer included) + attention's
                        4 x layers x hidden x positions attended (scores and the weighted sum)
+  generation           the prompt's forward (prefill: every prompt token through the body, the output
+                       layer at its last position only) and each new token's forward
   training, per token  forward + backward through the frozen base to the LoRA weights: 2 x the forward
                        of the body (no weight gradients for frozen weights); the output layer only at
                        response positions, where the loss is taken
@@ -58,6 +60,13 @@ class Dims:
     def decode_flops(self, positions: float) -> float:
         """Forward FLOPs of one decoded token."""
         return self.body_flops(positions) + self.output_flops()
+
+    def generation_flops(self, prompt_tokens: int, new_tokens: int) -> float:
+        """FLOPs of one greedy reply: the prompt's prefill, then each new token at its position (the last
+        new token is not fed back, so `new_tokens` forwards in all: the prefill's gives the first)."""
+        prefill = prompt_tokens * self.body_flops((prompt_tokens + 1) / 2) + self.output_flops()
+        steps = max(new_tokens - 1, 0)
+        return prefill + steps * self.decode_flops(prompt_tokens + 1 + (steps - 1) / 2)  # mean position attended
 
     def train_flops(self, tokens: int, response_tokens: int, positions: float) -> float:
         """FLOPs of a LoRA training step over `tokens` tokens, `response_tokens` of them scored."""

@@ -163,3 +163,47 @@ def test_merging_in_place_equals_loading_a_merged_copy_and_restores_the_seed(tra
         model = merged
         assert all(torch.equal(model.state_dict()[k], seed[k]) for k in seed)
     assert kept and all(name.endswith(("q_proj", "v_proj")) for name in kept)
+
+
+def test_the_task_score_reads_held_out_rows_of_the_training_file():
+    from sdft.core.errors import InputError
+
+    source = "builtin:units?n=40"
+    trained_rows = load_examples(source)[:30]
+    exclude = frozenset(ex.prompt for ex in trained_rows)
+    cfg = EvalConfig(curve_task_data=source, curve_limit=3, curve_task_limit=8)
+    prompts = curve_prompts(cfg, "math", exclude)
+    held_out = [ex for ex in load_examples(source) if ex.prompt not in exclude]
+    assert 0 < len(prompts.task_chats) <= 8
+    assert len(prompts.task_chats) == min(8, len({ex.prompt for ex in held_out}))
+    asked = [c[-1]["content"] for c in prompts.task_chats]
+    assert not any(any(ex.prompt in text for ex in trained_rows) for text in asked)
+    assert len(set(asked)) == len(asked)  # a prompt repeated in the file is scored once
+    assert len(prompts.kl_task_chats) == 3 and len(prompts.general_chats) == 3  # the KL passes keep curve_limit
+    with pytest.raises(InputError, match="no held-out task prompts"):
+        curve_prompts(cfg, "math", frozenset(ex.prompt for ex in load_examples(source)))
+
+
+def test_knowledge_is_measured_along_training_when_the_run_has_the_knowledge_suite(trained, tiny_model, tmp_path):
+    root, _ = trained
+    spec = ModelSpec(tiny_model, device="cpu", dtype="float32")
+    cfg = EvalConfig(**{**_eval_cfg().__dict__, "suites": ["math", "knowledge"]})
+    seed_eval, run_eval = tmp_path / "seed", tmp_path / "sft"
+    measure_curves(spec, cfg, "math", seed_eval, [(root / "train", run_eval)])
+    rows = read_jsonl(curve_path(seed_eval)) + read_jsonl(curve_path(run_eval))
+    for row in rows:
+        assert len(row["knowledge_values"]) == 4 and set(row["knowledge_values"]) <= {0.0, 1.0}
+        assert row["metrics"]["knowledge"] == pytest.approx(sum(row["knowledge_values"]) / 4)
+
+    # the seed's values are the knowledge suite's own verdicts on the same questions
+    from sdft.core.models import load_model
+    from sdft.evaluate.suite_context import SuiteContext
+    from sdft.evaluate import suite_knowledge
+
+    model, tok = load_model(spec)
+    suite_cfg = EvalConfig(batch_size=4, limit=4)
+    result = suite_knowledge.run(SuiteContext(name="knowledge", model=model, tokenizer=tok, cfg=suite_cfg, spec=spec,
+                                              adapter=None, suite_dir=tmp_path / "suite"))
+    assert [float(r["correct"]) for r in result.rows] == rows[0]["knowledge_values"]
+    # without the knowledge suite, no knowledge values
+    assert "knowledge_values" not in read_jsonl(curve_path(root / "eval" / "seed"))[0]

@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -38,3 +39,11 @@ def test_matmul_rate_is_a_rate():
     dims = Dims.of(tiny_llama().config)
     rate = matmul_rate(dims, rows=8, dtype=torch.float32)
     assert 1e6 < rate < 1e15  # FLOP/s: a CPU does more than a megaflop and less than a petaflop
+
+
+def test_a_reply_costs_its_prefill_and_one_forward_per_later_token():
+    dims = Dims.of(tiny_llama().config)
+    prefill = dims.generation_flops(4, 1)
+    assert prefill == 4 * dims.body_flops(2.5) + dims.output_flops()
+    # each further token: one forward at its own position (attention cost linear in position, so the mean)
+    assert dims.generation_flops(4, 3) == pytest.approx(prefill + dims.decode_flops(5) + dims.decode_flops(6))

@@ -307,3 +307,50 @@ def test_settings_are_printed_and_mismatches_flagged(tmp_path: Path) -> None:
     build_report(run)
     md = (run / "report.md").read_text()
     assert "math: models were evaluated under different settings" in md and "sdft/seed-1: limit=16" in md
+
+
+def test_the_seed_reference_is_not_a_difference_in_settings(tmp_path: Path) -> None:
+    """The seed's retention has no seed_dir / seed_topk (it is the seed); fine-tuned models name it. That
+    alone is no mismatch, but another limit is, and so are two fine-tuned models compared with different
+    seed top-k files."""
+    run = tmp_path / "run"
+
+    def settings(where: str, limit: int = 112, topk: str | None = "8ea839e4823a" + "0" * 52) -> None:
+        values = {"limit": limit, "max_new_tokens": 96, "batch_size": 56}
+        files = {}
+        if where != "seed":
+            values["seed_dir"] = "of3/eval/seed"
+            files = {"seed_predictions": "ab" * 32} | ({"seed_topk": topk} if topk else {})
+        write_json(run / "eval" / where / "retention" / "settings.json",
+                   {"suite": "retention", "model": {"name": "m", "revision": None, "dtype": "bfloat16"},
+                    "adapter": None, "settings": values, "files": files})
+
+    models = ("seed", *(f"{m}/seed-{s}" for m in ("sft", "sdft") for s in (1, 2, 3)))
+    for where in models:
+        metrics(run, where, "retention", {"nll_seed_reply": (0.5, 0.45, 0.55)})
+        settings(where)
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "under different settings" not in md
+    section = md.split("## Evaluation settings", 1)[1]
+    assert ("| retention | limit=112, max_new_tokens=96, batch_size=56, seed_dir=of3/eval/seed, seed_topk sha256 "
+            "8ea839e4823a, dtype=bfloat16 |" in section)
+
+    settings("sdft/seed-2", topk="ffff" + "0" * 60)  # compared with another seed top-k
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "retention: models were evaluated under different settings" in md
+    assert ("sdft/seed-2: limit=112, max_new_tokens=96, batch_size=56, seed_dir=of3/eval/seed, seed_topk sha256 "
+            "ffff" in md)
+
+    settings("sdft/seed-2")
+    settings("seed", limit=100)  # the seed itself on fewer items
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "retention: models were evaluated under different settings" in md
+    assert "seed: limit=100, max_new_tokens=96, batch_size=56, dtype=bfloat16" in md
+
+    settings("seed")
+    settings("sft/seed-3", topk=None)  # one fine-tuned model measured before the seed had its top-k
+    build_report(run)
+    assert "retention: models were evaluated under different settings" in (run / "report.md").read_text()

@@ -296,3 +296,156 @@ def test_the_figure_gives_each_method_its_own_colour(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
         learning_forgetting({"SFT": ([], [])}, tmp_path / "none.png", xlabel="x", ylabel="y", title="t")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every metric along training: KL on the task prompts and knowledge, per prompt, in the report.
+
+QUESTIONS, KL_PROMPTS = 40, 30  # each metric with its own number of prompts
+
+
+def answered(right_ones: range, n: int = QUESTIONS) -> list[float]:
+    """0/1 per question: right exactly on the questions in `right_ones`."""
+    return [1.0 if i in right_ones else 0.0 for i in range(n)]
+
+
+def with_extras(r: dict, kl_task: list[float], knowledge: list[float] | None = None) -> dict:
+    """A curve row that also carries kl_task (and knowledge) as means and per prompt, as sdft.evaluate.curve
+    writes them."""
+    out = r | {"metrics": {"kl_task": sum(kl_task) / len(kl_task)}, "kl_task_values": kl_task}
+    if knowledge is not None:
+        out["metrics"]["knowledge"] = sum(knowledge) / len(knowledge)
+        out["knowledge_values"] = knowledge
+    return out
+
+
+def extras_run(run: Path) -> Path:
+    """The seed knows questions 0-29. SFT seed 1 at step 8 knows 2-32 (lost 0 and 1, gained 30-32), seed 2
+    knows 5-29 (lost 0-4): 2 and 5 right->wrong, 3.5 on average, although the accuracies (77.5%, 62.5%)
+    fell by less. SDFT keeps every question and learns two more. kl_task per prompt is constant per row."""
+    seed = [with_extras(row(0, right(10), around(0.0)), [0.0] * KL_PROMPTS, answered(range(30)))]
+    sft = {1: [with_extras(row(4, right(20), around(0.2)), [0.1] * KL_PROMPTS, answered(range(1, 31))),
+               with_extras(row(8, right(30), around(0.4)), [0.3] * KL_PROMPTS, answered(range(2, 33)))],
+           2: [with_extras(row(4, right(20), around(0.2)), [0.2] * KL_PROMPTS, answered(range(2, 30))),
+               with_extras(row(8, right(30), around(0.4)), [0.5] * KL_PROMPTS, answered(range(5, 30)))]}
+    sdft = {s: [with_extras(row(4, right(25), around(0.1)), [0.05] * KL_PROMPTS, answered(range(31))),
+                with_extras(row(8, right(40), around(0.3)), [0.15] * KL_PROMPTS, answered(range(32)))]
+            for s in (1, 2)}
+    return write_run(run, {"sft": sft, "sdft": sdft}, seed)
+
+
+def along_table(md: str) -> tuple[list[str], list[list[str]]]:
+    """The "Along training" table of report.md: (header, rows)."""
+    lines = md.split("**Along training.**", 1)[1].splitlines()
+    table = [ln for ln in lines[lines.index(next(ln for ln in lines if ln.startswith("|"))):]]
+    table = table[:next((i for i, ln in enumerate(table) if not ln.startswith("|")), len(table))]
+    split = [[c.strip() for c in ln.strip("|").split(" | ")] for ln in table]
+    return split[0], split[2:]
+
+
+def test_other_metric_values_are_read_with_their_own_number_of_prompts(tmp_path):
+    run = extras_run(tmp_path)
+    f = read_curve(curve_path(eval_dir(run, "sft", 1)))
+    assert f.rows[1].metric_values["kl_task"] == (0.3,) * KL_PROMPTS
+    assert f.rows[1].metric_values["knowledge"] == tuple(answered(range(2, 33)))
+    assert f.rows[1].metrics["knowledge"] == pytest.approx(31 / 40)
+    curves = load_run_curves(run, ["sft", "sdft"])
+    assert curves.metric_prompts == {"kl_task": KL_PROMPTS, "knowledge": QUESTIONS}
+    assert curves.task_prompts == TASK_PROMPTS  # kl_task's 30 prompts are not the task's 50
+    # Files without them read as before.
+    plain = read_curve(curve_path(eval_dir(learning_run(tmp_path / "plain"), "sft", 1)))
+    assert plain.rows[0].metric_values == {} and plain.rows[0].metrics == {"nll_shift": pytest.approx(0.04)}
+
+
+def test_malformed_metric_values_name_file_line_and_field(tmp_path):
+    good = with_extras(row(4, right(20), around(0.2)), [0.1] * KL_PROMPTS, answered(range(30)))
+    cases = {
+        "a": ([good | {"knowledge_values": [1.0, "yes"] + [0.0] * 38}],
+              r"a/curve.jsonl, line 1: field `knowledge_values\[1\]` must be a finite number, got 'yes'"),
+        "b": ([good | {"kl_task_values": []}], r"b/curve.jsonl, line 1: field `kl_task_values` must be a non-empty "
+                                               r"list"),
+        "c": ([good | {"metrics": {"kl_task": 0.5, "knowledge": 0.75}}],
+              r"c/curve.jsonl, line 1: field `metrics.kl_task` is 0.5 but the mean of `kl_task_values` is 0.1"),
+        "d": ([good, with_extras(row(8, right(20), around(0.2)), [0.1] * KL_PROMPTS, answered(range(30), n=39))],
+              r"d/curve.jsonl, line 2: field `knowledge_values` holds 39 values but earlier rows hold 40"),
+    }
+    for folder, (rows, message) in cases.items():
+        write_curve(tmp_path / folder, rows)
+        with pytest.raises(InputError, match=message):
+            read_curve(curve_path(tmp_path / folder))
+    # A row without the lists is fine, between rows that have them.
+    write_curve(tmp_path / "e", [good, row(8, right(20), around(0.2)), good | {"step": 9}])
+    assert [set(r.metric_values) for r in read_curve(curve_path(tmp_path / "e")).rows] == [
+        {"kl_task", "knowledge"}, set(), {"kl_task", "knowledge"}]
+    # Files of one run must score the same questions.
+    run = extras_run(tmp_path / "run")
+    write_curve(eval_dir(run, "sdft", 3), [with_extras(row(4, right(25), around(0.1)), [0.05] * KL_PROMPTS,
+                                                       answered(range(30), n=35))])
+    with pytest.raises(InputError, match=r"sdft/seed-3/curve.jsonl, step 4: field `knowledge_values` holds 35 "
+                                         r"values but .*seed/curve.jsonl holds 40"):
+        load_run_curves(run, ["sft", "sdft"])
+
+
+def test_report_shows_every_metric_along_training(tmp_path):
+    run = extras_run(tmp_path / "run")
+    build_report(run)
+    md = (run / "report.md").read_text()
+    header, rows = along_table(md.split("\n## ")[1])
+    assert header == ["model", "step", "accuracy (%)", "kl_from_seed (general)", "kl_task (task)",
+                      "knowledge (%)", "knowledge right→wrong"]
+    cells = {(r[0], r[1]): dict(zip(header, r)) for r in rows}
+    assert list(cells) == [("Seed", "0"), ("SFT", "4"), ("SFT", "8"), ("SDFT", "4"), ("SDFT", "8")]
+    seed, sft8, sdft8 = cells[("Seed", "0")], cells[("SFT", "8")], cells[("SDFT", "8")]
+    assert seed["accuracy (%)"].startswith("20.0 [") and seed["kl_task (task)"] == "0"
+    assert seed["knowledge (%)"].startswith("75.0 [") and seed["knowledge right→wrong"] == "0"
+    assert sft8["accuracy (%)"].startswith("60.0 [") and sft8["kl_from_seed (general)"] == "0.4 [0.4, 0.4]"
+    assert sft8["kl_task (task)"] == "0.4 [0.4, 0.4]"  # the mean of 0.3 and 0.5 over the two seeds
+    assert sft8["knowledge (%)"].startswith("70.0 [")  # (31 + 25) / 2 of 40 questions
+    assert sft8["knowledge right→wrong"] == "3.5"  # (2 + 5) / 2
+    assert cells[("SFT", "4")]["knowledge right→wrong"] == "1.5"  # lost question 0, then questions 0 and 1
+    assert sdft8["knowledge (%)"].startswith("80.0 [") and sdft8["knowledge right→wrong"] == "0.0"
+    low, high = (float(x) for x in sft8["knowledge (%)"].split("[")[1].rstrip("]").split(", "))
+    assert low < 70.0 < high
+    assert ("kl_task (task): KL from the seed on 30 task prompts; knowledge: multiple-choice accuracy on 40 "
+            "questions; right→wrong: of the 30 questions the seed answers right" in md)
+
+    data = json.loads((run / "report.json").read_text())
+    at = {(r["method"], r["seed"], r["step"]): r for r in data["curve"]}
+    assert at[("seed", None, 0)]["metrics"] == {"kl_task": 0.0, "knowledge": 0.75}
+    assert at[("sft", 2, 8)]["metrics"] == pytest.approx({"kl_task": 0.5, "knowledge": 25 / 40})
+    assert (at[("sft", 1, 8)]["knowledge_flips"], at[("sft", 2, 8)]["knowledge_flips"]) == (2, 5)
+    means = {(r["method"], r["step"]): r for r in data["curve_mean"]}
+    assert means[("sft", 8)]["metrics"] == pytest.approx({"kl_task": 0.4, "knowledge": 0.7})
+    assert means[("sft", 8)]["knowledge_flips"] == 3.5 and means[("sft", 0)]["knowledge_flips"] == 0
+    assert means[("sdft", 8)]["metrics"]["knowledge"] == pytest.approx(0.8) and means[("sdft", 8)]["seeds"] == 2
+    assert means[("sft", 8)]["task"] == pytest.approx(0.6)  # the documented fields stay
+
+
+def test_knowledge_of_only_some_seeds_shows_no_mean(tmp_path):
+    run = extras_run(tmp_path / "run")
+    # SFT seed 2 was measured without knowledge (an older curve): SFT's knowledge cells say nothing.
+    rows = [json.loads(ln) for ln in curve_path(eval_dir(run, "sft", 2)).read_text().splitlines()]
+    for r in rows:
+        del r["knowledge_values"], r["metrics"]["knowledge"]
+    write_curve(eval_dir(run, "sft", 2), rows)
+    build_report(run)
+    header, table = along_table((run / "report.md").read_text())
+    cells = {(r[0], r[1]): dict(zip(header, r)) for r in table}
+    assert cells[("SFT", "8")]["knowledge (%)"] == "—" and cells[("SFT", "8")]["knowledge right→wrong"] == "—"
+    assert cells[("SFT", "8")]["kl_task (task)"] == "0.4 [0.4, 0.4]"
+    assert cells[("SDFT", "8")]["knowledge right→wrong"] == "0.0"
+    means = {(r["method"], r["step"]): r for r in json.loads((run / "report.json").read_text())["curve_mean"]}
+    assert "knowledge" not in means[("sft", 8)]["metrics"] and "knowledge_flips" not in means[("sft", 8)]
+
+
+def test_a_run_without_the_other_metrics_builds_as_before(tmp_path):
+    run = learning_run(tmp_path / "run")
+    build_report(run)
+    md = (run / "report.md").read_text()
+    header, rows = along_table(md)
+    assert header == ["model", "step", "accuracy (%)", "kl_from_seed (general)"]
+    assert [r[:2] for r in rows] == [["Seed", "0"], ["SFT", "4"], ["SFT", "8"], ["SDFT", "4"], ["SDFT", "8"]]
+    assert rows[2][3] == "0.4 [0.4, 0.4]" and "knowledge" not in md and "kl_task" not in md
+    data = json.loads((run / "report.json").read_text())
+    assert all("knowledge_flips" not in r for r in data["curve"] + data["curve_mean"])
+    assert data["curve"][1]["metrics"] == {"nll_shift": pytest.approx(0.04)}

@@ -224,7 +224,12 @@ class EvalConfig:
     ifeval_data: str | None = setting(None, help="IFEval prompts: a JSONL in google/IFEval's layout, or the hub's "
                                       "google/IFEval (default)")
     curve_limit: int = setting(128, help="prompts per curve metric (task score, KL from the seed on general and "
-                               "on task prompts); 0: no curve")
+                               "on task prompts, knowledge questions when the knowledge suite runs); 0: no curve")
+    curve_task_limit: int = setting(0, help="curve: prompts for the task score alone (0: curve_limit); the score "
+                                    "is 0/1 per prompt, so where to read it off the curve is its noisiest part")
+    curve_task_data: str | None = setting(None, help="curve: the task score's prompts and references (default: the "
+                                          "task suite's data; 'training': data.source); rows whose prompt is a "
+                                          "training row's are left out, so the training file gives held-out rows")
     curve_max_new_tokens: int = setting(128, help="curve: reply length of the task score's greedy replies and of "
                                         "the seed's sampled replies the KL is measured on")
     helpfulness_data: str | None = setting(None, help="instructions for the helpfulness suite: a file, a hub "

@@ -20,7 +20,7 @@ whose key still holds and measures the rest, so an interrupted curve resumes at 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdft.core.allocator import release_freed_memory
@@ -37,7 +37,8 @@ from sdft.evaluate.suite_retention import SEED_TOPK, load_topk, save_topk
 
 REFERENCE_DIR = "curve"  # under the seed's eval folder: the seed's sampled replies and their top-k
 SAMPLE_SEED = 0
-CURVE_TASKS = ("math", "function")  # tasks with a checkable answer, so a score per prompt
+CURVE_TASKS = ("math", "function")
+TRAINING_SOURCE = "training"  # eval.curve_task_data's name for the run's own data.source (its held-out rows)  # tasks with a checkable answer, so a score per prompt
 # Replies scored per forward pass (within the engine's logits budget): on the demo 16 took 4.0 s where 64
 # (the eval batch) took 5.2 s for the same 64 replies, and the curve stage's peak fell from 3.2 to 2.4 GB.
 SCORE_BATCH = 16
@@ -47,30 +48,51 @@ SCORE_BATCH = 16
 class Prompts:
     """The prompts a curve is measured on, in their fixed order."""
 
-    task_chats: list[list[dict]]
+    task_chats: list[list[dict]]  # the task score's prompts
     task_references: list[str]
     general_chats: list[list[dict]]
     task_source: str
+    knowledge: list[dict] = field(default_factory=list)  # multiple-choice items (sdft.evaluate.suite_knowledge)
+    kl_task_count: int = 0  # the task prompts the KL on task prompts is measured on: the first this many
+
+    @property
+    def kl_task_chats(self) -> list[list[dict]]:
+        return self.task_chats[:self.kl_task_count]
 
 
-def task_prompts(cfg: EvalConfig, task: str) -> tuple[list[list[dict]], list[str], str]:
-    """The task suite's held-out prompts (its own chat form and system prompt) and references."""
+def task_prompts(cfg: EvalConfig, task: str, exclude: frozenset[str] = frozenset()
+                 ) -> tuple[list[list[dict]], list[str], str]:
+    """The task score's held-out prompts (the task suite's chat form and system prompt) and references:
+    from eval.curve_task_data, else the task suite's data; rows whose prompt is in `exclude` (the training
+    rows') are left out, and so is a prompt seen before in the same file."""
     from sdft.evaluate import suite_math
 
+    limit = cfg.curve_task_limit or cfg.curve_limit
     if task == "math":
-        source = suite_math.math_source(cfg)
-        examples = load_examples(source, limit=cfg.curve_limit)
+        source = cfg.curve_task_data or suite_math.math_source(cfg)
+        examples = _held_out(load_examples(source), exclude)[:limit]
         return suite_math.chats(examples), [ex.response for ex in examples], source
     if task == "function":
-        if not cfg.function_data:
-            raise InputError("the curve's task score for task 'function' needs eval.function_data")
+        source = cfg.curve_task_data or cfg.function_data
+        if not source:
+            raise InputError("the curve's task score for task 'function' needs eval.function_data "
+                             "(or eval.curve_task_data)")
         from sdft.grading.verify import parse_call
 
         # Rows whose reference is not a call cannot be scored; they are left out so every prompt has a value.
-        examples = [ex for ex in load_examples(cfg.function_data) if parse_call(ex.response) is not None]
-        examples = examples[:cfg.curve_limit]
-        return [ex.messages() for ex in examples], [ex.response for ex in examples], cfg.function_data
+        examples = [ex for ex in _held_out(load_examples(source), exclude) if parse_call(ex.response) is not None]
+        examples = examples[:limit]
+        return [ex.messages() for ex in examples], [ex.response for ex in examples], source
     raise InputError(f"the curve needs a task with a checkable answer ({', '.join(CURVE_TASKS)}); got '{task}'")
+
+
+def _held_out(examples: list, exclude: frozenset[str]) -> list:
+    seen, out = set(exclude), []
+    for ex in examples:
+        if ex.prompt not in seen:
+            seen.add(ex.prompt)
+            out.append(ex)
+    return out
 
 
 def measures_curve(cfg) -> bool:
@@ -78,10 +100,20 @@ def measures_curve(cfg) -> bool:
     return cfg.eval.curve_limit > 0 and cfg.data.task in CURVE_TASKS
 
 
-def curve_prompts(cfg: EvalConfig, task: str) -> Prompts:
-    chats, references, source = task_prompts(cfg, task)
+def curve_prompts(cfg: EvalConfig, task: str, exclude: frozenset[str] = frozenset()) -> Prompts:
+    """Every prompt set of the curve; `exclude`: the training rows' prompts, kept out of the task score.
+    Knowledge questions (eval.knowledge_data, else the built-in set) only where the run's suites have
+    knowledge: the cheap multiple-choice pass along training, the suite's flips at the end."""
+    chats, references, source = task_prompts(cfg, task, exclude)
+    if not chats:
+        raise InputError(f"curve: no held-out task prompts left in {source} (every row's prompt is a training row's)")
     general = [user_turn(item["instruction"]) for item in load_resource(RETENTION)[:cfg.curve_limit]]
-    return Prompts(chats, references, general, source)
+    knowledge = []
+    if "knowledge" in cfg.suites:
+        from sdft.evaluate.suite_knowledge import load_questions
+
+        knowledge = load_questions(cfg.knowledge_data, cfg.curve_limit)
+    return Prompts(chats, references, general, source, knowledge, min(len(chats), cfg.curve_limit))
 
 
 def task_scores(task: str, replies: list[str], references: list[str]) -> tuple[str, list[float]]:
@@ -121,7 +153,7 @@ class SeedReference:
 
 
 def reference_key(spec: ModelSpec, dtype: str, prompts: Prompts, cfg: EvalConfig) -> str:
-    return fingerprint("curve-reference", spec.name, spec.revision, dtype, prompts.general_chats, prompts.task_chats,
+    return fingerprint("curve-reference", spec.name, spec.revision, dtype, prompts.general_chats, prompts.kl_task_chats,
                        cfg.curve_max_new_tokens, cfg.batch_size, SEED_TOPK, SAMPLE_SEED)
 
 
@@ -142,7 +174,7 @@ def seed_reference(model, tokenizer, spec: ModelSpec, prompts: Prompts, cfg: Eva
     meta.unlink(missing_ok=True)  # first: a rebuild killed halfway must not pair old replies with new top-k
     replies = {}
     tops = {}
-    for name, chats in (("general", prompts.general_chats), ("task", prompts.task_chats)):
+    for name, chats in (("general", prompts.general_chats), ("task", prompts.kl_task_chats)):
         replies[name] = _decode(model, tokenizer, chats, cfg.curve_max_new_tokens, cfg.batch_size, sample=True,
                                 desc=f"curve: seed samples ({name})")
         scored = score_with_topk(model, tokenizer, chats, replies[name], SEED_TOPK, SCORE_BATCH)
@@ -180,11 +212,31 @@ def measure_point(model, tokenizer, task: str, prompts: Prompts, reference: Seed
     else:
         general = kl_per_prompt(model, tokenizer, prompts.general_chats, reference.general, reference.general_topk,
                                 SCORE_BATCH)
-        on_task = kl_per_prompt(model, tokenizer, prompts.task_chats, reference.task, reference.task_topk,
+        on_task = kl_per_prompt(model, tokenizer, prompts.kl_task_chats, reference.task, reference.task_topk,
                                 SCORE_BATCH)
-    return {"step": step, "task_metric": metric, "task_direction": 1, "task": _mean(task_values),
-            "task_values": task_values, "forgetting_metric": "kl_from_seed", "forgetting": _mean(general),
-            "forgetting_values": general, "metrics": {"kl_task": _mean(on_task)}, "kl_task_values": on_task}
+    row = {"step": step, "task_metric": metric, "task_direction": 1, "task": _mean(task_values),
+           "task_values": task_values, "forgetting_metric": "kl_from_seed", "forgetting": _mean(general),
+           "forgetting_values": general, "metrics": {"kl_task": _mean(on_task)}, "kl_task_values": on_task}
+    if prompts.knowledge:
+        row["knowledge_values"] = knowledge_correct(model, tokenizer, prompts.knowledge)
+        row["metrics"]["knowledge"] = _mean(row["knowledge_values"])
+    return row
+
+
+def knowledge_correct(model, tokenizer, items: list[dict]) -> list[float]:
+    """1/0 per multiple-choice item: the right choice is the most likely one (the knowledge suite's scoring)."""
+    from sdft.engine.likelihood import score_responses
+    from sdft.evaluate.suite_knowledge import question_prompt, score_questions
+
+    prompts = [question_prompt(item["question"]) for item in items for _ in item["choices"]]
+    replies = [" " + choice for item in items for choice in item["choices"]]
+    flat = score_responses(model, tokenizer, prompts, replies, SCORE_BATCH)
+    grouped, at = [], 0
+    for item in items:
+        grouped.append(flat[at: at + len(item["choices"])])
+        at += len(item["choices"])
+    rows, _ = score_questions(items, grouped)
+    return [float(r["correct"]) for r in rows]
 
 
 def _mean(values: list[float]) -> float:
@@ -246,17 +298,17 @@ def restore_weights(model, base_weights: dict) -> None:
 
 
 def measure_curves(spec: ModelSpec, cfg: EvalConfig, task: str, seed_eval: Path,
-                   runs: list[tuple[Path, Path]], force: bool = False) -> None:
+                   runs: list[tuple[Path, Path]], force: bool = False, exclude: frozenset[str] = frozenset()) -> None:
     """The seed's point (eval/seed/curve.jsonl) and each (training folder, eval folder) run's points."""
     from sdft.core.models import load_model
 
-    prompts = curve_prompts(cfg, task)
+    prompts = curve_prompts(cfg, task, exclude)
     model, tokenizer = load_model(spec)
     dtype = str(next(model.parameters()).dtype)
     reference = seed_reference(model, tokenizer, spec, prompts, cfg, seed_eval / REFERENCE_DIR, force)
     # The reference's own replies, not only its settings: samples made again elsewhere are another reference.
     settings = (task, prompts.task_chats, prompts.task_references, cfg.curve_max_new_tokens, cfg.batch_size,
-                fingerprint(reference.key, reference.general, reference.task))
+                fingerprint(reference.key, reference.general, reference.task), prompts.knowledge)
 
     sample = settings[-1]
 

@@ -28,7 +28,7 @@ from sdft.core.models import load_model
 from sdft.core.runstate import holds
 from sdft.data.load import load_examples
 from sdft.distill.stage import distill, unverified_note
-from sdft.evaluate.curve import curve_prompts, measure_curves, measures_curve
+from sdft.evaluate.curve import TRAINING_SOURCE, curve_prompts, measure_curves, measures_curve
 from sdft.evaluate.suites import run_suites
 from sdft.recipes.tracking import log_final_metrics
 from sdft.report.build import build_report
@@ -95,8 +95,11 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
 
     # Validate every row and setting before any model is loaded.
     examples = load_examples(cfg.data.source, cfg.data.columns, cfg.data.limit)
+    trained_prompts = frozenset(ex.prompt for ex in examples)  # kept out of the curve's task score
+    if cfg.eval.curve_task_data == TRAINING_SOURCE:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, curve_task_data=cfg.data.source))
     if measures_curve(cfg) and not skip_eval:
-        curve_prompts(cfg.eval, cfg.data.task)  # the curve's task prompts: their errors now, not after training
+        curve_prompts(cfg.eval, cfg.data.task, trained_prompts)  # their errors now, not after training
     print(f"[1/4] distill: {len(examples)} examples from {cfg.data.source} (task {cfg.data.task})", flush=True)
     distilled = distilled_path(out)
     with stage("distill"):
@@ -144,7 +147,7 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, skip_eval: bool = 
         with stage("curve"):
             measure_curves(cfg.model, cfg.eval, cfg.data.task, seed_dir,
                            [(train_dir(out, m, s), eval_dir(out, m, s)) for s in cfg.seeds for m in cfg.methods],
-                           force=force)
+                           force=force, exclude=trained_prompts)
 
     print("[4/4] report", flush=True)
     for path in build_report(out):

@@ -25,8 +25,14 @@ Beside them, RUN/report.json holds the same numbers for programs:
            0-1; the table prints it in %). The seed model's rows have seed null. Where a model has several
            training seeds, the cell shows their mean ± sample std, and a row with seed "mean" holds it
            ({value: mean, std, seeds}).
-  curve    each curve.jsonl row: {method ("seed" for the seed model), seed, step, task, forgetting};
-  curve_mean  each method's mean curve over seeds: {method, step, task, forgetting, seeds};
+  curve    each curve.jsonl row: {method ("seed" for the seed model), seed, step, task, forgetting,
+           metrics}; metrics holds the row's other metrics as its file gives them (kl_task: KL from the
+           seed on the task prompts; knowledge: multiple-choice accuracy as 0-1, where the run measured
+           it; {} for files without them), and knowledge_flips (questions right at the seed and wrong
+           here) is added where the row and the seed's point have per-question knowledge values;
+  curve_mean  each method's mean curve over seeds: {method, step, task, forgetting, seeds, metrics}, metrics
+           and knowledge_flips as in curve but each the mean over the seeds (a metric only where every
+           seed's row has it);
   verdict  one row per verdict line: {axis, method, baseline, diff, low, high, outcome, text, ...}; the
            matched-learning row has axis "forgetting_at_matched_learning" and adds level, seeds_agree,
            seeds and both methods' peak task values (diff, low, high and level are null when it makes no
@@ -55,7 +61,8 @@ from sdft.core.layout import SEED_ROW, distilled_path, eval_dir, seed_dirs, seed
 from sdft.evaluate.stats import bootstrap_mean_interval, wilson_interval
 from sdft.evaluate.metrics import MetricSpec
 from sdft.evaluate.suites import SUITES, metric_spec
-from sdft.report.curve import MatchedComparison, RunCurves, compare_matched, load_run_curves, mean_curve, metric_unit
+from sdft.report.curve import (KL_TASK, KNOWLEDGE, MatchedComparison, RunCurves, along_training, compare_matched,
+                               knowledge_flips, load_run_curves, mean_curve, metric_unit)
 from sdft.report.verdict import Comparison, Rows, axes, matched_line, verdict_line, verdicts
 
 # How the report names each row: the seed model's, then one per training method (sdft.core.config.METHODS).
@@ -408,6 +415,25 @@ def _settings_text(settings: dict) -> str:
     return ", ".join(parts)
 
 
+# Settings that name the seed model's results a fine-tuned model is compared with. The seed's own
+# evaluation has none (it is the seed), so they are compared among fine-tuned models only.
+SEED_REFERENCE = {"settings": ("seed_dir",), "files": ("seed_topk",)}
+
+
+def _without(settings: dict, drop: dict[str, tuple[str, ...]]) -> dict:
+    """settings.json without the named keys of its "settings" and "files" parts."""
+    return {**settings, **{part: {k: v for k, v in _mapping(settings.get(part)).items() if k not in keys}
+                           for part, keys in drop.items()}}
+
+
+def settings_differ(by_model: dict[str, dict]) -> bool:
+    """Whether models were evaluated under different settings: any difference but the seed reference
+    among all of them, or any difference at all among the fine-tuned ones."""
+    core = {_settings_text(_without(s, SEED_REFERENCE)) for s in by_model.values()}
+    tuned = {_settings_text(s) for where, s in by_model.items() if where != SEED_ROW}
+    return len(core) > 1 or len(tuned) > 1
+
+
 def settings_section(run: Path, problems: list[str]) -> Section:
     """What produced each suite's numbers, and a warning where models were evaluated under other settings."""
     found = eval_settings(run, problems)
@@ -415,14 +441,15 @@ def settings_section(run: Path, problems: list[str]) -> Section:
         return Section("Evaluation settings", [Note("no settings.json under eval/ (results of an older sdft)")])
     rows, warnings = [], []
     for suite in sorted(found, key=_suite_rank):
-        by_model = found[suite]
-        # seed_dir and the seed's predictions differ by design between the seed and fine-tuned models.
-        comparable = {where: _settings_text({**s, "files": {k: v for k, v in _mapping(s.get("files")).items()
-                                                            if k != "seed_predictions"}})
-                      for where, s in by_model.items()}
-        texts = sorted(set(comparable.values()))
+        # The digest of the seed's predictions differs by design between the seed and fine-tuned models.
+        by_model = {where: _without(s, {"files": ("seed_predictions",)}) for where, s in found[suite].items()}
+        comparable = {where: _settings_text(s) for where, s in by_model.items()}
+        differ = settings_differ(by_model)
+        # Alike: the fine-tuned models' text, which also names the seed reference they were compared with.
+        shown = {t for where, t in comparable.items() if where != SEED_ROW} or set(comparable.values())
+        texts = sorted(set(comparable.values()) if differ else shown)
         rows.append([suite, texts[0] if len(texts) == 1 else " / ".join(texts)])
-        if len(texts) > 1:
+        if differ:
             warnings.append(f"{suite}: models were evaluated under different settings, so their numbers are not "
                             "comparable: " + "; ".join(f"{where}: {t}" for where, t in sorted(comparable.items())))
     blocks: list[Block] = ["The settings behind each suite's numbers (from each eval folder's settings.json).",
@@ -563,7 +590,8 @@ def mean_interval(values) -> tuple[float, float]:
 
 def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir: Path, problems: list[str],
                   figures: list[Path]) -> Section | None:
-    """The figure the report opens with; None for a run folder without curve files."""
+    """The figure the report opens with, a table of its last points and one of every curve metric along
+    training; None for a run folder without curve files."""
     title = "Learning against forgetting"
     if curves is None:
         return None if why is None else Section(title, [Note(f"could not read the curves: {why}")])
@@ -616,7 +644,72 @@ def curve_section(run: Path, curves: RunCurves | None, why: str | None, plot_dir
                      + ". At any level of learning, the lower curve forgot less to get there.")
     if table.rows:
         blocks.append(table)
-    return Section(title, blocks + notes)
+    return Section(title, blocks + along_training_blocks(curves) + notes)
+
+
+def _cell(values: tuple[float, ...] | None, mean: float, fmt, kl: bool = False) -> str:
+    """`mean [low, high]` (95% interval over prompts) where the per-prompt values are known, else the mean."""
+    if values is None:
+        return fmt(mean)
+    low, high = bootstrap_mean_interval(values) if kl else mean_interval(values)
+    return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
+
+
+def along_training_blocks(curves: RunCurves) -> list[Block]:
+    """The table of every curve metric at every point: the seed's, then each method's mean over its training
+    seeds at each step they all measured. A column only where some point has the metric."""
+    points = along_training(curves, METHODS)
+    if not points:
+        return []
+    scale, unit = _task_scale(curves)
+    digits = 1 if unit else 3
+    has = {n for p in points for n in p.means}
+    flips = any(p.knowledge_flips is not None for p in points)
+
+    def task_text(x: float) -> str:
+        return f"{scale * x:.{digits}f}"
+
+    def kl_text(x: float) -> str:  # as the first table prints KL
+        return f"{x:.4g}"
+
+    def percent_text(x: float) -> str:
+        return fmt_number(x, "%")
+
+    # (header, metric, format, is a KL)
+    columns = [(f"{curves.task_metric}{unit}", "task", task_text, False),
+               (f"{curves.forgetting_metric} (general)", "forgetting", kl_text, True)]
+    columns += [(f"{KL_TASK} (task)", KL_TASK, kl_text, True)] if KL_TASK in has else []
+    columns += [("knowledge (%)", KNOWLEDGE, percent_text, False)] if KNOWLEDGE in has else []
+    table = Table(["model", "step", *(c[0] for c in columns)] + (["knowledge right→wrong"] if flips else []), [])
+    for p in points:
+        cells = [label(p.model), str(p.step)]
+        for _, name, fmt, is_kl in columns:
+            if name not in p.means:
+                cells.append("—")
+            elif is_kl and p.model == SEED_ROW:
+                cells.append("0")  # the seed's KL from itself
+            else:
+                cells.append(_cell(p.values.get(name), p.means[name], fmt, is_kl))
+        if flips:
+            cells.append("—" if p.knowledge_flips is None else
+                         "0" if p.model == SEED_ROW else f"{p.knowledge_flips:.1f}")
+        table.rows.append(cells)
+    meaning = [f"{curves.task_metric}: the task score on {curves.task_prompts} task prompts",
+               f"{curves.forgetting_metric} (general): KL from the seed on {curves.forgetting_prompts} general "
+               "prompts (the forgetting above)"]
+    if KL_TASK in has:
+        meaning.append(f"{KL_TASK} (task): KL from the seed on "
+                       f"{curves.metric_prompts.get(KL_TASK, curves.task_prompts)} task prompts")
+    if KNOWLEDGE in has:
+        questions = curves.metric_prompts.get(KNOWLEDGE)
+        meaning.append("knowledge: multiple-choice accuracy" + (f" on {questions} questions" if questions else ""))
+    if flips:
+        right = sum(v == 1.0 for v in curves.seed_point.metric_values[KNOWLEDGE])
+        meaning.append(f"right→wrong: of the {right} questions the seed answers right, how many this model "
+                       "answers wrong (knowledge lost)")
+    caption = ("**Along training.** Each method's row is the mean over its training seeds that all measured the "
+               "step, with a 95% interval over prompts; " + "; ".join(meaning) + ".")
+    return [caption, table]
 
 
 def gap_section(run: Path, plot_dir: Path, problems: list[str], figures: list[Path]) -> Section:
@@ -866,24 +959,32 @@ def table_data(results: Results, columns: list[Column], rows: list[str]) -> list
     return out
 
 
+def _flips(flips: float | None) -> dict:
+    return {} if flips is None else {"knowledge_flips": flips}
+
+
 def curve_data(curves: RunCurves | None) -> tuple[list[dict], list[dict]]:
     """(every curve.jsonl row, each method's mean curve)."""
     if curves is None:
         return [], []
-    rows = []
-    if curves.seed_point is not None:
-        p = curves.seed_point
-        rows.append({"method": SEED_ROW, "seed": None, "step": p.step, "task": p.task, "forgetting": p.forgetting}
-                    | ({"metrics": p.metrics} if p.metrics else {}))
+    seed, rows = curves.seed_point, []
+    if seed is not None:
+        rows.append({"method": SEED_ROW, "seed": None, "step": seed.step, "task": seed.task,
+                     "forgetting": seed.forgetting, "metrics": dict(seed.metrics)}
+                    | _flips(knowledge_flips(seed, seed)))
+    points = {(p.model, p.step): p for p in along_training(curves, METHODS)}
     means = []
     for m in METHODS:
         for s, own in sorted(curves.methods.get(m, {}).items()):
-            rows += [{"method": m, "seed": s, "step": r.step, "task": r.task, "forgetting": r.forgetting}
-                     | ({"metrics": r.metrics} if r.metrics else {}) for r in own]
+            rows += [{"method": m, "seed": s, "step": r.step, "task": r.task, "forgetting": r.forgetting,
+                      "metrics": dict(r.metrics)} | _flips(knowledge_flips(seed, r)) for r in own]
         if m in curves.methods:
             mean = mean_curve(curves, m)
-            means += [{"method": m, "step": k, "task": t, "forgetting": f, "seeds": len(curves.methods[m])}
-                      for k, t, f in zip(mean.steps, mean.task, mean.forgetting)]
+            for k, t, f in zip(mean.steps, mean.task, mean.forgetting):
+                point = points.get((m, k)) or points[(SEED_ROW, k)]  # step 0 is the seed's own point
+                means.append({"method": m, "step": k, "task": t, "forgetting": f, "seeds": len(curves.methods[m]),
+                              "metrics": {n: v for n, v in point.means.items() if n not in ("task", "forgetting")}}
+                             | _flips(point.knowledge_flips))
     return rows, means
 
 

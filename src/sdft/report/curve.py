@@ -7,6 +7,10 @@ prompt. The seed model's folder holds one row (step 0); a method's curve is that
 rows of its own checkpoints. Every file of a run scores the same task prompts and the same forgetting
 prompts in the same order, so position i of `task_values` (or `forgetting_values`) is the same prompt
 in every file.
+Rows may also carry other metrics in `metrics` (`kl_task`, the KL on the task prompts; `knowledge`, a
+multiple-choice accuracy) and their per-prompt values as `<name>_values`, each with its own number of
+prompts (or questions), the same in every file of the run that has them; files without them are read
+as before.
 
 Comparing two methods' forgetting at their final checkpoints would reward the one that learned less.
 So the comparison is made at matched learning: walk along each method's mean curve (mean over training
@@ -37,6 +41,10 @@ REQUIRED = ("step", "task_metric", "task_direction", "task", "task_values",
             "forgetting_metric", "forgetting", "forgetting_values")
 # A row's `task` is the mean of its `task_values` (the same for forgetting) up to float rounding.
 MEAN_TOLERANCE = 1e-6
+# Metrics whose per-prompt values a row may carry as `<name>_values` (any other name in a row's `metrics`
+# may carry them too): the KL from the seed on the task prompts, and multiple-choice accuracy (0/1 each).
+KL_TASK, KNOWLEDGE = "kl_task", "knowledge"
+EXTRA_METRICS = (KL_TASK, KNOWLEDGE)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -52,6 +60,7 @@ class CurveRow:
     task_values: tuple[float, ...]
     forgetting_values: tuple[float, ...]
     metrics: dict[str, float] = field(default_factory=dict)
+    metric_values: dict[str, tuple[float, ...]] = field(default_factory=dict)  # `<name>_values`, where present
 
 
 @dataclass(frozen=True)
@@ -80,10 +89,27 @@ def _numbers(path: Path, line: int, name: str, xs) -> tuple[float, ...]:
     return tuple(_number(path, line, f"{name}[{i}]", x) for i, x in enumerate(xs))
 
 
-def _check_mean(path: Path, line: int, name: str, mean: float, values: tuple[float, ...]) -> None:
+def _check_mean(path: Path, line: int, name: str, mean: float, values: tuple[float, ...],
+                values_name: str | None = None) -> None:
     actual = math.fsum(values) / len(values)
     if abs(mean - actual) > MEAN_TOLERANCE * max(1.0, abs(actual)):
-        raise _bad(path, line, f"field `{name}` is {mean!r} but the mean of `{name}_values` is {actual!r}")
+        raise _bad(path, line, f"field `{name}` is {mean!r} but the mean of `{values_name or name + '_values'}` "
+                   f"is {actual!r}")
+
+
+def _metric_values(path: Path, line: int, raw: dict, metrics: dict[str, float]) -> dict[str, tuple[float, ...]]:
+    """The row's `<name>_values` lists of its other metrics, checked like task_values; where the row also
+    gives the metric's mean in `metrics`, it must be their mean. An absent list is fine."""
+    names = dict.fromkeys([*EXTRA_METRICS, *(raw["metrics"] if isinstance(raw.get("metrics"), dict) else ())])
+    out = {}
+    for name in names:
+        if name in ("task", "forgetting") or f"{name}_values" not in raw:
+            continue
+        values = _numbers(path, line, f"{name}_values", raw[f"{name}_values"])
+        if name in metrics:
+            _check_mean(path, line, f"metrics.{name}", metrics[name], values, f"{name}_values")
+        out[str(name)] = values
+    return out
 
 
 def read_curve(path: str | Path) -> CurveFile:
@@ -140,7 +166,13 @@ def read_curve(path: str | Path) -> CurveFile:
         metrics = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {}
         metrics = {str(k): float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-        rows.append(CurveRow(step, task, forgetting, task_values, forgetting_values, metrics))
+        metric_values = _metric_values(path, number, raw, metrics)
+        for name, values in metric_values.items():
+            earlier = next((r.metric_values[name] for r in rows if name in r.metric_values), None)
+            if earlier is not None and len(values) != len(earlier):
+                raise _bad(path, number, f"field `{name}_values` holds {len(values)} values but earlier rows hold "
+                           f"{len(earlier)}")
+        rows.append(CurveRow(step, task, forgetting, task_values, forgetting_values, metrics, metric_values))
     if first is None:
         raise InputError(f"{path}: no rows")
     return CurveFile(path, first["task_metric"], first["task_direction"], first["forgetting_metric"], tuple(rows),
@@ -158,6 +190,7 @@ class RunCurves:
     methods: dict[str, dict[int, tuple[CurveRow, ...]]]  # method -> training seed -> its own rows
     task_prompts: int
     forgetting_prompts: int
+    metric_prompts: dict[str, int] = field(default_factory=dict)  # other metric -> its values per row
 
     def seed_curve(self, method: str, seed: int) -> tuple[CurveRow, ...]:
         """One training run's curve: the seed's point, then its own checkpoints. A method's own step-0
@@ -197,6 +230,7 @@ def load_run_curves(run: str | Path, methods: list[str] | tuple[str, ...],
                              f"{len(f.rows[0].task_values)} / {len(f.rows[0].forgetting_values)} prompts but "
                              f"{ref.path} holds {len(ref.rows[0].task_values)} / "
                              f"{len(ref.rows[0].forgetting_values)}; a run's curves must score the same prompts")
+    metric_prompts = _metric_prompts([f for _, _, f in files])
     seed_point = None
     by_method: dict[str, dict[int, tuple[CurveRow, ...]]] = {}
     for method, seed, f in files:
@@ -205,7 +239,80 @@ def load_run_curves(run: str | Path, methods: list[str] | tuple[str, ...],
         else:
             by_method.setdefault(method, {})[seed] = f.rows
     return RunCurves(ref.task_metric, ref.task_direction, ref.forgetting_metric, seed_point, by_method,
-                     len(ref.rows[0].task_values), len(ref.rows[0].forgetting_values))
+                     len(ref.rows[0].task_values), len(ref.rows[0].forgetting_values), metric_prompts)
+
+
+def _metric_prompts(files: list[CurveFile]) -> dict[str, int]:
+    """How many values each other metric holds per row; every file that has a metric's values must hold
+    as many (the same prompts or questions), or they cannot be paired."""
+    found: dict[str, tuple[int, Path]] = {}
+    for f in files:
+        for r, name, values in ((r, n, v) for r in f.rows for n, v in r.metric_values.items()):
+            if name in found and found[name][0] != len(values):
+                raise InputError(f"{f.path}, step {r.step}: field `{name}_values` holds {len(values)} values but "
+                                 f"{found[name][1]} holds {found[name][0]}; a run's curves must score the same "
+                                 "prompts")
+            found.setdefault(name, (len(values), f.path))
+    return {name: n for name, (n, _) in found.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every metric along training: one point per model and step.
+
+@dataclass(frozen=True)
+class TrainingPoint:
+    """One model at one step: the seed model at step 0, or a method at a step all its training seeds
+    measured, each metric averaged over those seeds."""
+
+    model: str  # SEED_ROW or a method
+    step: int
+    seeds: int  # training seeds averaged (0 for the seed model)
+    means: dict[str, float]  # "task", "forgetting" and each other metric every seed's row has
+    values: dict[str, tuple[float, ...]]  # the same, per prompt (mean over seeds), where every seed's row has them
+    knowledge_flips: float | None  # questions right at the seed and wrong here, mean over seeds; None: unknown
+
+
+def knowledge_flips(seed: CurveRow | None, row: CurveRow) -> int | None:
+    """How many questions the seed answered right (1) and this row answers wrong (0): knowledge lost.
+    None when either lacks per-question knowledge values."""
+    if seed is None or KNOWLEDGE not in seed.metric_values or KNOWLEDGE not in row.metric_values:
+        return None
+    return sum(a == 1.0 and b == 0.0 for a, b in zip(seed.metric_values[KNOWLEDGE], row.metric_values[KNOWLEDGE]))
+
+
+def _row_means(row: CurveRow) -> dict[str, float]:
+    return {**row.metrics, "task": row.task, "forgetting": row.forgetting}
+
+
+def _row_values(row: CurveRow) -> dict[str, tuple[float, ...]]:
+    return {**row.metric_values, "task": row.task_values, "forgetting": row.forgetting_values}
+
+
+def training_point(model: str, rows: list[CurveRow], seed: CurveRow | None) -> TrainingPoint:
+    """The mean of `rows` (one per training seed, all at one step): a metric only where every row has it."""
+    means = [_row_means(r) for r in rows]
+    values = [_row_values(r) for r in rows]
+    flips = [knowledge_flips(seed, r) for r in rows]
+    return TrainingPoint(
+        model, rows[0].step, len(rows) if model != SEED_ROW else 0,
+        {k: float(np.mean([m[k] for m in means])) for k in means[0] if all(k in m for m in means)},
+        {k: tuple(np.mean([v[k] for v in values], axis=0).tolist()) for k in values[0] if all(k in v for v in values)},
+        None if any(f is None for f in flips) else float(np.mean(flips)))
+
+
+def along_training(curves: RunCurves, methods: list[str] | tuple[str, ...]) -> list[TrainingPoint]:
+    """The seed's point, then each method's points at the steps all its training seeds measured (its mean
+    curve's checkpoints), in step order."""
+    seed = curves.seed_point
+    out = [] if seed is None else [training_point(SEED_ROW, [seed], seed)]
+    for m in methods:
+        if m not in curves.methods:
+            continue
+        by_seed = curves.methods[m]
+        at = {s: {r.step: r for r in rows if seed is None or r.step > 0} for s, rows in by_seed.items()}
+        common = sorted(set.intersection(*(set(steps) for steps in at.values())))
+        out += [training_point(m, [at[s][k] for s in sorted(at)], seed) for k in common]
+    return out
 
 
 def metric_unit(name: str) -> str | None:
