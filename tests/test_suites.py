@@ -229,6 +229,9 @@ def test_results_of_other_settings_are_redone(tiny, tmp_path, change, capsys):
     metrics = json.loads((out / "math" / "metrics.json").read_text())
     assert metrics[0]["n"] == (2 if change == "limit" else 3)
     saved = json.loads((out / "math" / "settings.json").read_text())
+    # dtype auto on a CPU: the probe's figures are kept beside the settings, a record that is never compared
+    choice = saved.pop("dtype_choice")
+    assert choice["choice"] == saved["model"]["dtype"] and choice["figures"]["float32"]
     assert saved == suite_settings("math", spec, None, cfg, None, None)
 
 

@@ -10,7 +10,9 @@ The suites left to run that generate with the same settings have their prompts d
 call (`<out_dir>/replies-<max_new_tokens>.parts` while it runs): one batch of 128 prompts decodes
 faster than three of 32, 64 and 32. settings.json records the suites a reply was decoded with
 (`decoded_with`): in half precision a greedy reply can depend on the prompts that share its batch.
-That record is not compared on a rerun: a suite is not redone because others around it were.
+That record is not compared on a rerun: a suite is not redone because others around it were. Nor is
+`dtype_choice`, the CPU probe's figures behind `dtype: auto` (sdft.core.dtype_probe): the dtype itself is a
+setting (model.dtype), the timings that chose it are a record.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ SUITES: dict[str, Suite] = {
 }
 SETTINGS_FILE = "settings.json"
 DECODED_WITH = "decoded_with"  # a record in settings.json, not a setting (see the module docstring)
+DTYPE_CHOICE = "dtype_choice"  # likewise
+RECORDS = (DECODED_WITH, DTYPE_CHOICE)
 
 
 def metric_spec(suite: str, name: str) -> MetricSpec | None:
@@ -179,6 +183,15 @@ def suite_settings(name: str, spec: ModelSpec, adapter: str | None, cfg: EvalCon
     }
 
 
+def auto_dtype_record(spec: ModelSpec) -> dict | None:
+    """The probe's decision behind `dtype: auto` on a CPU (choice, timings, machine); None otherwise."""
+    from sdft.core.models import cpu_dtype_report, pick_device
+
+    if spec.dtype != "auto" or pick_device(spec.device).type != "cpu":
+        return None
+    return cpu_dtype_report(spec.name)
+
+
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
     """'key: old -> new' for each leaf that differs."""
     out = []
@@ -249,7 +262,8 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
         settings[name] = suite_settings(name, spec, adapter, cfg.for_suite(name), train_data, seed_dir)
         saved = read_settings(suite_dir)
         if saved is not None:
-            saved.pop(DECODED_WITH, None)
+            for record in RECORDS:
+                saved.pop(record, None)
         if metrics_path(out_dir, name).is_file() and saved == settings[name] and not force:
             results[name] = json.loads(metrics_path(out_dir, name).read_text(encoding="utf-8"))
             continue
@@ -279,9 +293,11 @@ def run_suites(spec: ModelSpec, adapter: str | None, cfg: EvalConfig, out_dir: s
     joint = [contexts[name] for name in todo if SUITES[name].conversations and SUITES[name].needs_model(cfg)]
     started = time.perf_counter()
     decoded_with, joint_parts = decode_together(joint, out_dir)
+    dtype_choice = auto_dtype_record(spec)
     for name in todo:
         write_json(contexts[name].suite_dir / SETTINGS_FILE,
-                   settings[name] | ({DECODED_WITH: decoded_with[name]} if name in decoded_with else {}))
+                   settings[name] | ({DECODED_WITH: decoded_with[name]} if name in decoded_with else {})
+                   | ({DTYPE_CHOICE: dtype_choice} if dtype_choice else {}))
     if decoded_with and progress:
         print(f"      eval {', '.join(decoded_with)} decoded together: {time.perf_counter() - started:.1f} s",
               flush=True)
