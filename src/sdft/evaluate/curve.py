@@ -225,17 +225,9 @@ def measure_point(model, tokenizer, task: str, prompts: Prompts, reference: Seed
 
 def knowledge_correct(model, tokenizer, items: list[dict]) -> list[float]:
     """1/0 per multiple-choice item: the right choice is the most likely one (the knowledge suite's scoring)."""
-    from sdft.engine.likelihood import score_responses
-    from sdft.evaluate.suite_knowledge import question_prompt, score_questions
+    from sdft.evaluate.suite_knowledge import choice_scores, score_questions
 
-    prompts = [question_prompt(item["question"]) for item in items for _ in item["choices"]]
-    replies = [" " + choice for item in items for choice in item["choices"]]
-    flat = score_responses(model, tokenizer, prompts, replies, SCORE_BATCH)
-    grouped, at = [], 0
-    for item in items:
-        grouped.append(flat[at: at + len(item["choices"])])
-        at += len(item["choices"])
-    rows, _ = score_questions(items, grouped)
+    rows, _ = score_questions(items, choice_scores(model, tokenizer, items, SCORE_BATCH))
     return [float(r["correct"]) for r in rows]
 
 

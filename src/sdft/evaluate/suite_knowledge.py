@@ -190,6 +190,20 @@ def answer_margin(logprobs: list[float], answer: int) -> float | None:
     return finite_or_none(logprobs[answer] - best_wrong)
 
 
+def choice_scores(model, tokenizer, items: list[dict], batch_size: int) -> list[list[ResponseScore]]:
+    """Each item's choices scored as replies to its question, grouped per item."""
+    from sdft.engine.likelihood import score_responses
+
+    prompts = [question_prompt(item["question"]) for item in items for _ in item["choices"]]
+    replies = [" " + choice for item in items for choice in item["choices"]]
+    flat = score_responses(model, tokenizer, prompts, replies, batch_size)
+    grouped, at = [], 0
+    for item in items:
+        grouped.append(flat[at: at + len(item["choices"])])
+        at += len(item["choices"])
+    return grouped
+
+
 def score_questions(items: list[dict], scores: list[list[ResponseScore]]) -> tuple[list[dict], list[Metric]]:
     rows = []
     for item, item_scores in zip(items, scores, strict=True):
@@ -273,20 +287,11 @@ def no_flips(rows: list[dict], why: str) -> list[dict]:
 
 
 def run(ctx: SuiteContext) -> SuiteResult:
-    from sdft.engine.likelihood import score_responses
-
     items = load_questions(ctx.cfg.knowledge_data, ctx.cfg.limit)
     # Before scoring: a seed scored on other questions is refused without spending the forward passes.
     seed_correct = (same_questions(items, read_seed_rows(ctx.seed_dir), seed_predictions(ctx.seed_dir))
                     if ctx.seed_dir is not None else None)
-    prompts = [question_prompt(item["question"]) for item in items for _ in item["choices"]]
-    replies = [" " + choice for item in items for choice in item["choices"]]
-    flat = score_responses(ctx.model, ctx.tokenizer, prompts, replies, ctx.cfg.batch_size)
-    grouped, at = [], 0
-    for item in items:
-        grouped.append(flat[at: at + len(item["choices"])])
-        at += len(item["choices"])
-    rows, metrics = score_questions(items, grouped)
+    rows, metrics = score_questions(items, choice_scores(ctx.model, ctx.tokenizer, items, ctx.cfg.batch_size))
     for row, item in zip(rows, items):
         row["question"], row["choices"] = item["question"], item["choices"]
     notes = []
