@@ -106,11 +106,17 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model, tmp_path, capsys
     assert not out.exists()
 
 
-def test_a_curve_without_its_task_data_stops_before_any_model_loads(tmp_path, capsys, no_model):
+@pytest.mark.parametrize("curve_task_data, message", [
+    ("null", "eval.function_data"),  # no task data at all
+    ("training", "no held-out task prompts left"),  # the training file, every row of it trained on
+])
+def test_a_curve_without_its_task_data_stops_before_any_model_loads(tmp_path, capsys, no_model, curve_task_data,
+                                                                     message):
     """The curve runs after training and evaluation; its inputs are checked before the first stage."""
     out = tmp_path / "run"
     code = main(["run", "--preset", "openfunctions", "--out", str(out),
-                 "--set", "data.source=builtin:arithmetic?n=4", "--set", "eval.function_data=null"])
+                 "--set", "data.source=builtin:arithmetic?n=4", "--set", "eval.function_data=null",
+                 "--set", f"eval.curve_task_data={curve_task_data}"])
     err = capsys.readouterr().err
-    assert code == 2 and "eval.function_data" in err
+    assert code == 2 and message in err
     assert not (out / "distilled.jsonl").exists() and not (out / "train").exists()

@@ -205,5 +205,5 @@ def test_knowledge_is_measured_along_training_when_the_run_has_the_knowledge_sui
     result = suite_knowledge.run(SuiteContext(name="knowledge", model=model, tokenizer=tok, cfg=suite_cfg, spec=spec,
                                               adapter=None, suite_dir=tmp_path / "suite"))
     assert [float(r["correct"]) for r in result.rows] == rows[0]["knowledge_values"]
-    # without the knowledge suite, no knowledge values
-    assert "knowledge_values" not in read_jsonl(curve_path(root / "eval" / "seed"))[0]
+    # without the knowledge suite, no knowledge questions
+    assert curve_prompts(_eval_cfg(), "math").knowledge == []

@@ -841,9 +841,8 @@ def how_to_read_section(columns: list[Column], multi_seed: bool, curves: bool = 
         "learned the task across, how much it has forgotten up. A method that learns as much while forgetting "
         "less runs below the other; comparing final checkpoints alone would favour whichever learned less, so "
         "the verdict compares forgetting at the same level of learning. The table under it gives every "
-        "curve metric at every checkpoint: the KL on the task's own prompts (forgetting tracks it in "
-        "\"RL's Razor\"), and, where the run has the knowledge suite, multiple-choice accuracy and how many "
-        "questions the seed got right that the checkpoint gets wrong.",
+        "curve metric the run measured at every checkpoint, the KL on the task's own prompts among them "
+        "(forgetting tracked it in \"RL's Razor\").",
     ] if curves else []
     general += [
         "**Rows.** Seed is the model before fine-tuning; SFT is LoRA on the original responses; SDFT is the "
