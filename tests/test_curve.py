@@ -194,6 +194,8 @@ def test_knowledge_is_measured_along_training_when_the_run_has_the_knowledge_sui
     for row in rows:
         assert len(row["knowledge_values"]) == 4 and set(row["knowledge_values"]) <= {0.0, 1.0}
         assert row["metrics"]["knowledge"] == pytest.approx(sum(row["knowledge_values"]) / 4)
+        # every row names the seed's sample it was measured along (a digest), the same in every file
+        assert row["reference"] == rows[0]["reference"] and len(row["reference"]) == 64
 
     # the seed's values are the knowledge suite's own verdicts on the same questions
     from sdft.core.models import load_model

@@ -37,8 +37,8 @@ from sdft.evaluate.suite_retention import SEED_TOPK, load_topk, save_topk
 
 REFERENCE_DIR = "curve"  # under the seed's eval folder: the seed's sampled replies and their top-k
 SAMPLE_SEED = 0
-CURVE_TASKS = ("math", "function")
-TRAINING_SOURCE = "training"  # eval.curve_task_data's name for the run's own data.source (its held-out rows)  # tasks with a checkable answer, so a score per prompt
+CURVE_TASKS = ("math", "function")  # tasks with a checkable answer, so a score per prompt
+TRAINING_SOURCE = "training"  # eval.curve_task_data's name for the run's own data.source (its held-out rows)
 # Replies scored per forward pass (within the engine's logits budget): on the demo 16 took 4.0 s where 64
 # (the eval batch) took 5.2 s for the same 64 replies, and the curve stage's peak fell from 3.2 to 2.4 GB.
 SCORE_BATCH = 16
@@ -299,10 +299,9 @@ def measure_curves(spec: ModelSpec, cfg: EvalConfig, task: str, seed_eval: Path,
     dtype = str(next(model.parameters()).dtype)
     reference = seed_reference(model, tokenizer, spec, prompts, cfg, seed_eval / REFERENCE_DIR, force)
     # The reference's own replies, not only its settings: samples made again elsewhere are another reference.
+    sample = fingerprint(reference.key, reference.general, reference.task)
     settings = (task, prompts.task_chats, prompts.task_references, cfg.curve_max_new_tokens, cfg.batch_size,
-                fingerprint(reference.key, reference.general, reference.task), prompts.knowledge)
-
-    sample = settings[-1]
+                sample, prompts.knowledge)
 
     def key(adapter: Path | None) -> str:
         return fingerprint("curve-point", spec.name, spec.revision, dtype, settings,
