@@ -1,4 +1,8 @@
+import contextlib
+import importlib
 import os
+import pkgutil
+import sys
 
 # Tests run offline: nothing may reach a hub. Set before huggingface_hub is imported: it reads them then.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,6 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+import sdft  # noqa: E402
 import sdft.core.models  # noqa: E402
 import sdft.train.trainer  # noqa: E402
 
@@ -108,9 +113,19 @@ def no_model(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model or tokenizer was loaded")
 
-    for name in ("load_model", "load_tokenizer", "resolve_model", "convert_default_model"):
-        monkeypatch.setattr(sdft.core.models, name, forbidden)
-    monkeypatch.setattr(sdft.train.trainer, "train", forbidden)
+    # Every sdft module is imported first, so none can bind the stand-in at import time and keep it after
+    # the test (a module first imported here would hold `forbidden` for the rest of the worker's tests);
+    # then each module's own binding of a loader is replaced, wherever it was imported from.
+    for info in pkgutil.walk_packages(sdft.__path__, "sdft."):
+        with contextlib.suppress(ImportError):  # an optional extra that is not installed
+            importlib.import_module(info.name)
+    real = {getattr(sdft.core.models, name) for name in
+            ("load_model", "load_tokenizer", "resolve_model", "convert_default_model")}
+    real.add(sdft.train.trainer.train)
+    for module in [m for name, m in sys.modules.items() if name == "sdft" or name.startswith("sdft.")]:
+        for attr, value in list(vars(module).items()):
+            if any(value is fn for fn in real):
+                monkeypatch.setattr(module, attr, forbidden)
     # wherever a stage imported them from: no weights or tokenizer may be read
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
