@@ -174,6 +174,32 @@ def test_seeds_only_one_method_has_are_averaged_but_not_paired(tmp_path):
     assert "(3 SDFT and 2 SFT seeds x" in matched_line(c, "SDFT", "SFT")
 
 
+def seed_effect_run(run: Path, sdft_seeds: tuple[int, ...]) -> Path:
+    """Every prompt alike (graded task scores, no spread), but each training seed forgets more or less
+    for both methods alike: seed-N of SDFT forgets as much more as seed-N of SFT does."""
+    extra = (0.0, 0.1, 0.3)
+    methods = {"sft": {}, "sdft": {}}
+    for e, s_sft, s_sdft in zip(extra, (1, 2, 3), sdft_seeds):
+        methods["sft"][s_sft] = [row(4, right(20, graded=True), around(0.2 + e)),
+                                 row(8, right(30, graded=True), around(0.4 + e))]
+        methods["sdft"][s_sdft] = [row(4, right(25, graded=True), around(0.1 + e)),
+                                   row(8, right(40, graded=True), around(0.3 + e))]
+    return write_run(run, methods, [row(0, right(10, graded=True), around(0.0))])
+
+
+def test_seeds_both_methods_ran_are_redrawn_together(tmp_path):
+    # The same seeds: one draw for both, the shared seed effect cancels and nothing else moves.
+    paired = compare_matched(load_run_curves(seed_effect_run(tmp_path / "p", (1, 2, 3)), ["sft", "sdft"]),
+                             "sdft", "sft")
+    # The same numbers under other seed names: each method's seeds are drawn on their own.
+    apart = compare_matched(load_run_curves(seed_effect_run(tmp_path / "a", (4, 5, 6)), ["sft", "sdft"]),
+                            "sdft", "sft")
+    assert paired.paired_seeds and not apart.paired_seeds
+    assert paired.diff == pytest.approx(apart.diff) == pytest.approx(TRUE_DIFF)
+    assert paired.high - paired.low < 1e-9
+    assert apart.high - apart.low > 0.1 and apart.low < TRUE_DIFF < apart.high
+
+
 def test_no_learning_makes_no_claim(tmp_path):
     stalled = {"sft": {1: [row(4, right(10), around(0.2)), row(8, right(8), around(0.3))]},
                "sdft": {1: [row(4, right(25), around(0.1)), row(8, right(40), around(0.2))]}}

@@ -524,7 +524,9 @@ def verdict_section(matched: list[MatchedComparison], compared: list[tuple[str, 
             "The matched-learning line reads forgetting off each method's mean curve (over its training seeds) "
             "where its task metric first reaches the furthest level both it and SFT reach, linear between "
             "checkpoints, and gives the method minus SFT with a 95% interval from a two-level bootstrap "
-            "(training seeds redrawn within each method, then prompts, the same prompts for both methods), and "
+            "(training seeds redrawn, one draw for both methods when they ran the same seeds, since seed N of "
+            "each starts alike and sees the rows in the same order; then prompts, the same prompts for both "
+            "methods), and "
             "how many training seeds, compared seed by seed on their own curves, give a difference of the same "
             "sign. Where either method's task metric never got past the seed's, there is no learning to match "
             "and the line makes no claim.")
@@ -999,7 +1001,8 @@ def verdict_data(matched: list[MatchedComparison], compared: list[tuple[str, Com
             "forgetting_metric": c.forgetting_metric, "seed_task": c.seed_task,
             "method_peak": c.method_peak, "baseline_peak": c.baseline_peak,
             "method_seeds": c.method_seeds, "baseline_seeds": c.baseline_seeds,
-            "task_prompts": c.task_prompts, "forgetting_prompts": c.forgetting_prompts} for c in matched]
+            "task_prompts": c.task_prompts, "forgetting_prompts": c.forgetting_prompts,
+            "paired_seeds": c.paired_seeds} for c in matched]
     out += [{"axis": f"{c.axis.suite}/{c.axis.metric.name}", "method": m, "baseline": "sft", "diff": c.diff,
              "low": c.low, "high": c.high, "outcome": c.outcome, "text": verdict_line(c, label(m), label("sft")),
              "seeds": c.seeds, "prompts": c.prompts} for m, c in compared]
