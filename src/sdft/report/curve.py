@@ -548,10 +548,11 @@ def compare_matched(curves: RunCurves, method: str, baseline: str = "sft", n_res
                                  seeds=len(shared))
 
     rng = np.random.default_rng(seed)
+    def seed_draw(seeds: tuple[int, ...]) -> np.ndarray:
+        return rng.multinomial(len(seeds), np.full(len(seeds), 1.0 / len(seeds)), size=n_resamples) / len(seeds)
+
     paired = arrays[0].seeds == arrays[1].seeds
-    seed_ws = [rng.multinomial(len(a.seeds), np.full(len(a.seeds), 1.0 / len(a.seeds)), size=n_resamples)
-               / len(a.seeds) for a in arrays[:1 if paired else 2]]
-    seed_ws = seed_ws * 2 if paired else seed_ws
+    seed_ws = [seed_draw(arrays[0].seeds)] * 2 if paired else [seed_draw(a.seeds) for a in arrays]
     task_w = rng.multinomial(curves.task_prompts, np.full(curves.task_prompts, 1.0 / curves.task_prompts),
                              size=n_resamples) / curves.task_prompts
     forgetting_w = rng.multinomial(curves.forgetting_prompts,
